@@ -1,0 +1,125 @@
+/*
+ * Element-wise kernels: add, scale, copy, dtype casts (F32/BF16/F16).
+ *
+ * Memory-bound grid-stride loops; one thread per element per stride. The bf16/f16 conversions are
+ * the shared numerics.h functions, so results are bit-identical to the CPU twin
+ * (native/src/cpu_elementwise.cpp). Each launcher validates, launches on the caller's stream and
+ * checks the launch.
+ */
+#include "cuda_check.cuh"
+#include "numerics.h"
+
+namespace moe4j {
+
+constexpr int kElementwiseThreads = 256;
+
+template <typename T>
+__global__ void add_kernel(const T *__restrict__ a, const T *__restrict__ b, T *__restrict__ out,
+                           int64_t n) {
+  for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < n;
+       i += (int64_t)gridDim.x * blockDim.x)
+    out[i] = from_f32<T>(to_f32(a[i]) + to_f32(b[i]));
+}
+
+template <typename T>
+__global__ void scale_kernel(const T *x, T *out, int64_t n, float alpha) {
+  for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < n;
+       i += (int64_t)gridDim.x * blockDim.x)
+    out[i] = from_f32<T>(alpha * to_f32(x[i]));
+}
+
+template <typename S, typename D>
+__global__ void cast_kernel(const S *__restrict__ src, D *__restrict__ dst, int64_t n) {
+  for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < n;
+       i += (int64_t)gridDim.x * blockDim.x)
+    dst[i] = from_f32<D>(to_f32(src[i]));
+}
+
+template <typename S>
+static void launch_cast_from(const S *src, int32_t dst_dtype, void *dst, int64_t n,
+                             cudaStream_t stream) {
+  unsigned int blocks = blocks_for(n, kElementwiseThreads);
+  switch (dst_dtype) {
+    case MOE4J_DTYPE_F32:
+      cast_kernel<<<blocks, kElementwiseThreads, 0, stream>>>(src, (float *)dst, n);
+      break;
+    case MOE4J_DTYPE_BF16:
+      cast_kernel<<<blocks, kElementwiseThreads, 0, stream>>>(src, (bf16_t *)dst, n);
+      break;
+    default:
+      cast_kernel<<<blocks, kElementwiseThreads, 0, stream>>>(src, (f16_t *)dst, n);
+      break;
+  }
+}
+
+}  // namespace moe4j
+
+using namespace moe4j;
+
+extern "C" {
+
+int32_t moe4j_cuda_add(int32_t dtype, const void *a, const void *b, void *out, int64_t n,
+                       void *stream) {
+  const char *fn = "moe4j_cuda_add";
+  ArgCheck chk(fn);
+  chk.float_dtype("dtype", dtype).non_negative("n", n).product_fits("n", n, 1)
+      .buffer("a", a, n, dtype).buffer("b", b, n, dtype).buffer("out", out, n, dtype);
+  if (chk.failed()) return chk.status();
+  if (n == 0) return MOE4J_OK;
+  unsigned int blocks = blocks_for(n, kElementwiseThreads);
+  if (dtype == MOE4J_DTYPE_BF16)
+    add_kernel<<<blocks, kElementwiseThreads, 0, as_stream(stream)>>>(
+        (const bf16_t *)a, (const bf16_t *)b, (bf16_t *)out, n);
+  else
+    add_kernel<<<blocks, kElementwiseThreads, 0, as_stream(stream)>>>(
+        (const float *)a, (const float *)b, (float *)out, n);
+  return check_launch(fn, "add_kernel");
+}
+
+int32_t moe4j_cuda_scale(int32_t dtype, const void *x, void *out, int64_t n, float alpha,
+                         void *stream) {
+  const char *fn = "moe4j_cuda_scale";
+  ArgCheck chk(fn);
+  chk.float_dtype("dtype", dtype).non_negative("n", n).buffer("x", x, n, dtype)
+      .buffer("out", out, n, dtype).finite("alpha", alpha);
+  if (chk.failed()) return chk.status();
+  if (n == 0) return MOE4J_OK;
+  unsigned int blocks = blocks_for(n, kElementwiseThreads);
+  if (dtype == MOE4J_DTYPE_BF16)
+    scale_kernel<<<blocks, kElementwiseThreads, 0, as_stream(stream)>>>(
+        (const bf16_t *)x, (bf16_t *)out, n, alpha);
+  else
+    scale_kernel<<<blocks, kElementwiseThreads, 0, as_stream(stream)>>>(
+        (const float *)x, (float *)out, n, alpha);
+  return check_launch(fn, "scale_kernel");
+}
+
+int32_t moe4j_cuda_copy(const void *src, void *dst, int64_t bytes, void *stream) {
+  const char *fn = "moe4j_cuda_copy";
+  ArgCheck chk(fn);
+  chk.non_negative("bytes", bytes).buffer("src", src, bytes, MOE4J_DTYPE_U8)
+      .buffer("dst", dst, bytes, MOE4J_DTYPE_U8).no_overlap("src", src, "dst", dst, bytes, false);
+  if (chk.failed()) return chk.status();
+  if (bytes == 0) return MOE4J_OK;
+  return cuda_status(cudaMemcpyAsync(dst, src, (size_t)bytes, cudaMemcpyDeviceToDevice,
+                                     as_stream(stream)),
+                     fn, "cudaMemcpyAsync");
+}
+
+int32_t moe4j_cuda_cast(int32_t src_dtype, const void *src, int32_t dst_dtype, void *dst,
+                        int64_t n, void *stream) {
+  const char *fn = "moe4j_cuda_cast";
+  ArgCheck chk(fn);
+  chk.castable_dtype("src_dtype", src_dtype).castable_dtype("dst_dtype", dst_dtype)
+      .non_negative("n", n).buffer("src", src, n, src_dtype).buffer("dst", dst, n, dst_dtype);
+  if (chk.failed()) return chk.status();
+  if (n == 0) return MOE4J_OK;
+  switch (src_dtype) {
+    case MOE4J_DTYPE_F32: launch_cast_from((const float *)src, dst_dtype, dst, n, as_stream(stream)); break;
+    case MOE4J_DTYPE_BF16: launch_cast_from((const bf16_t *)src, dst_dtype, dst, n, as_stream(stream)); break;
+    default: launch_cast_from((const f16_t *)src, dst_dtype, dst, n, as_stream(stream)); break;
+  }
+  return check_launch(fn, "cast_kernel");
+}
+
+}  // extern "C"

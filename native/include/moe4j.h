@@ -1,0 +1,218 @@
+/*
+ * moe4j C ABI — the only interface between Java (JNA direct mapping) and the two native libraries.
+ *
+ *   libmoe4j_cpu.so   always built; functions prefixed moe4j_cpu_ (plus moe4j_last_error)
+ *   libmoe4j_cuda.so  built when a CUDA toolkit is found; functions prefixed moe4j_cuda_
+ *
+ * Conventions (DESIGN.md §3):
+ *  - Plain C, raw addresses (void*) and int64_t sizes; no structs in calls.
+ *  - Every function returns a status (MOE4J_OK or an error code); on error the thread-local
+ *    message from moe4j_last_error() / moe4j_cuda_last_error() says which argument, what was
+ *    expected and what came. Arguments are validated before any work. Nothing aborts.
+ *  - Tensors are contiguous row-major. `dtype` is one of MOE4J_DTYPE_*. Statistics saved for
+ *    backward (rstd, lse) and optimizer state are always F32.
+ *  - CUDA functions take the CUstream as the last argument (0 = legacy default stream), run
+ *    asynchronously on it in the caller's current context, and check every launch.
+ *  - Forward kernels use no float atomics: results are bitwise reproducible run to run.
+ */
+#ifndef MOE4J_H
+#define MOE4J_H
+
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#if defined(_WIN32)
+#define MOE4J_API __declspec(dllexport)
+#else
+#define MOE4J_API __attribute__((visibility("default")))
+#endif
+
+/* status codes */
+#define MOE4J_OK 0
+#define MOE4J_ERR_INVALID_ARGUMENT 1
+#define MOE4J_ERR_UNSUPPORTED 2
+#define MOE4J_ERR_OUT_OF_MEMORY 3
+#define MOE4J_ERR_CUDA 4
+#define MOE4J_ERR_NO_DEVICE 5
+#define MOE4J_ERR_INTERNAL 6
+
+/* dtype codes (match io.moe4j.tensor.DType.code()) */
+#define MOE4J_DTYPE_F32 0
+#define MOE4J_DTYPE_BF16 1
+#define MOE4J_DTYPE_F16 2
+#define MOE4J_DTYPE_I32 3
+#define MOE4J_DTYPE_I64 4
+#define MOE4J_DTYPE_U8 5
+
+/* ======================================================================================
+ * libmoe4j_cpu
+ * ====================================================================================== */
+
+/* Message of the last failed call on this thread ("" if none). */
+MOE4J_API const char *moe4j_last_error(void);
+/* "key=value;key=value" describing the build: version, compiler, flags, OpenMP. */
+MOE4J_API const char *moe4j_cpu_build_info(void);
+/* SIMD level the dispatched kernels use on this CPU: "avx512", "avx2" or "baseline". */
+MOE4J_API const char *moe4j_cpu_simd_level(void);
+/* OpenMP threads the kernels use. */
+MOE4J_API int32_t moe4j_cpu_num_threads(void);
+/* Does nothing; measures the JNA call overhead. */
+MOE4J_API int32_t moe4j_cpu_noop(void);
+
+/* Host memory, 64-byte aligned (AVX-512 lines). *out_address receives the address. */
+MOE4J_API int32_t moe4j_cpu_alloc(int64_t bytes, int64_t *out_address);
+MOE4J_API int32_t moe4j_cpu_free(void *ptr);
+MOE4J_API int32_t moe4j_cpu_memset_zero(void *ptr, int64_t bytes);
+
+/* out = a + b (n elements, F32 or BF16; bf16 sums computed in f32, rounded to nearest even) */
+MOE4J_API int32_t moe4j_cpu_add(int32_t dtype, const void *a, const void *b, void *out, int64_t n);
+/* out = alpha * x (may alias) */
+MOE4J_API int32_t moe4j_cpu_scale(int32_t dtype, const void *x, void *out, int64_t n, float alpha);
+/* dst = src, bytes (may not overlap) */
+MOE4J_API int32_t moe4j_cpu_copy(const void *src, void *dst, int64_t bytes);
+/* dst = convert(src): any pair among F32, BF16, F16 (round to nearest even; NaN preserved) */
+MOE4J_API int32_t moe4j_cpu_cast(int32_t src_dtype, const void *src, int32_t dst_dtype, void *dst,
+                                 int64_t n);
+
+/* RMSNorm over the last dim: y = x * rstd * w, rstd = 1/sqrt(mean(x^2) + eps), statistics in f32.
+ * x, w, y: dtype (F32|BF16); rstd: F32 [rows] (may be NULL in forward). */
+MOE4J_API int32_t moe4j_cpu_rmsnorm_forward(int32_t dtype, const void *x, const void *weight,
+                                            void *y, float *rstd, int64_t rows, int64_t cols,
+                                            float eps);
+/* dx: dtype [rows, cols]; dweight: F32 [cols], overwritten or (accumulate != 0) added to.
+ * Reduction over rows is in a fixed order (deterministic). */
+MOE4J_API int32_t moe4j_cpu_rmsnorm_backward(int32_t dtype, const void *dy, const void *x,
+                                             const void *weight, const float *rstd, void *dx,
+                                             float *dweight, int64_t rows, int64_t cols,
+                                             int32_t accumulate);
+
+/* SwiGLU: out = silu(gate) * up. gate/up rows are `in_stride` elements apart (in_stride == cols for
+ * separate tensors; 2*cols for a combined [rows, 2*cols] gate|up buffer); out is [rows, cols]. */
+MOE4J_API int32_t moe4j_cpu_swiglu_forward(int32_t dtype, const void *gate, const void *up,
+                                           void *out, int64_t rows, int64_t cols,
+                                           int64_t in_stride);
+/* dgate/dup use the same layout (in_stride) as gate/up. */
+MOE4J_API int32_t moe4j_cpu_swiglu_backward(int32_t dtype, const void *gate, const void *up,
+                                            const void *dout, void *dgate, void *dup,
+                                            int64_t rows, int64_t cols, int64_t in_stride);
+
+/* Embedding lookup: out[i, :] = table[ids[i], :]. ids: I32 [num_ids], each in [0, vocab). */
+MOE4J_API int32_t moe4j_cpu_embedding_forward(int32_t dtype, const void *table, const int32_t *ids,
+                                              void *out, int64_t num_ids, int64_t vocab,
+                                              int64_t dim);
+/* dtable[ids[i], :] += dout[i, :] in id order (deterministic). dtable: F32 [vocab, dim],
+ * zeroed first unless accumulate != 0. dout: dtype. */
+MOE4J_API int32_t moe4j_cpu_embedding_backward(int32_t dtype, const void *dout, const int32_t *ids,
+                                               float *dtable, int64_t num_ids, int64_t vocab,
+                                               int64_t dim, int32_t accumulate);
+
+/* Softmax cross-entropy per row: losses[r] = lse[r] - logits[r, target[r]]; rows whose target ==
+ * ignore_index get loss 0 (lse still written). logits: dtype [rows, vocab]; targets: I32 [rows];
+ * losses, lse: F32 [rows]. Targets other than ignore_index must be in [0, vocab). */
+MOE4J_API int32_t moe4j_cpu_cross_entropy_forward(int32_t dtype, const void *logits,
+                                                  const int32_t *targets, float *losses,
+                                                  float *lse, int64_t rows, int64_t vocab,
+                                                  int32_t ignore_index);
+/* dlogits = (softmax(logits) - onehot(target)) * grad_scale; ignored rows get 0.
+ * dlogits may alias logits (in place: no second full-size buffer). */
+MOE4J_API int32_t moe4j_cpu_cross_entropy_backward(int32_t dtype, const void *logits,
+                                                   const int32_t *targets, const float *lse,
+                                                   void *dlogits, int64_t rows, int64_t vocab,
+                                                   int32_t ignore_index, float grad_scale);
+
+/* Fused AdamW step on n elements (PyTorch AdamW semantics, decoupled weight decay):
+ *   g = grad * s, s = *grad_scale (1 when grad_scale is NULL; on CUDA a device address, so the
+ *   clip coefficient from moe4j_cuda_clip_coefficient is used without a host round trip);  m = b1 m + (1-b1) g;  v = b2 v + (1-b2) g^2
+ *   p -= lr * (wd * p + (m / (1-b1^step)) / (sqrt(v / (1-b2^step)) + eps))
+ * param, m, v: F32 master state; grad: grad_dtype (F32|BF16); param_copy (may be NULL): a
+ * copy of the updated param written in copy_dtype (BF16|F16|F32). step >= 1. */
+MOE4J_API int32_t moe4j_cpu_adamw_step(float *param, int32_t grad_dtype, const void *grad, float *m,
+                                       float *v, int32_t copy_dtype, void *param_copy, int64_t n,
+                                       float lr, float beta1, float beta2, float eps,
+                                       float weight_decay, int64_t step,
+                                       const float *grad_scale);
+
+/* out[0] = sum(x^2) over n elements of dtype (F32|BF16), fixed summation order. */
+MOE4J_API int32_t moe4j_cpu_sum_squares(int32_t dtype, const void *x, int64_t n, float *out);
+/* From per-tensor sums of squares: out[0] = global L2 norm = sqrt(sum partials),
+ * out[1] = clip coefficient min(1, max_norm / (norm + 1e-6)). */
+MOE4J_API int32_t moe4j_cpu_clip_coefficient(const float *partials, int64_t count, float max_norm,
+                                             float *out);
+
+/* ======================================================================================
+ * libmoe4j_cuda — same operations, device addresses, stream last.
+ * ====================================================================================== */
+
+MOE4J_API const char *moe4j_cuda_last_error(void);
+/* "key=value;..." with version, CUDA toolkit version, architectures compiled. */
+MOE4J_API const char *moe4j_cuda_build_info(void);
+/* Number of visible devices; an error (with reason: no driver, driver too old, ...) if none. */
+MOE4J_API int32_t moe4j_cuda_device_count(int32_t *out_count);
+/* CUDA driver and runtime versions (e.g. 13000). */
+MOE4J_API int32_t moe4j_cuda_versions(int32_t *out_driver, int32_t *out_runtime);
+/* Loads cuBLAS at run time (libcublas.so.13, then .so.12). Returns the library name found, or ""
+ * when none could be loaded (our own GEMM kernel then serves dense GEMMs). */
+MOE4J_API const char *moe4j_cuda_cublas_library(void);
+/* Selects the simple reference kernels (`*_ref`, enable != 0) or the optimized ones (0, default)
+ * for every op that has both, process-wide, so a GPU run can check one against the other. */
+MOE4J_API int32_t moe4j_cuda_use_reference_kernels(int32_t enable);
+
+MOE4J_API int32_t moe4j_cuda_add(int32_t dtype, const void *a, const void *b, void *out, int64_t n,
+                                 void *stream);
+MOE4J_API int32_t moe4j_cuda_scale(int32_t dtype, const void *x, void *out, int64_t n, float alpha,
+                                   void *stream);
+MOE4J_API int32_t moe4j_cuda_copy(const void *src, void *dst, int64_t bytes, void *stream);
+MOE4J_API int32_t moe4j_cuda_cast(int32_t src_dtype, const void *src, int32_t dst_dtype, void *dst,
+                                  int64_t n, void *stream);
+MOE4J_API int32_t moe4j_cuda_rmsnorm_forward(int32_t dtype, const void *x, const void *weight,
+                                             void *y, float *rstd, int64_t rows, int64_t cols,
+                                             float eps, void *stream);
+MOE4J_API int32_t moe4j_cuda_rmsnorm_backward(int32_t dtype, const void *dy, const void *x,
+                                              const void *weight, const float *rstd, void *dx,
+                                              float *dweight, int64_t rows, int64_t cols,
+                                              int32_t accumulate, void *stream);
+MOE4J_API int32_t moe4j_cuda_swiglu_forward(int32_t dtype, const void *gate, const void *up,
+                                            void *out, int64_t rows, int64_t cols,
+                                            int64_t in_stride, void *stream);
+MOE4J_API int32_t moe4j_cuda_swiglu_backward(int32_t dtype, const void *gate, const void *up,
+                                             const void *dout, void *dgate, void *dup,
+                                             int64_t rows, int64_t cols, int64_t in_stride,
+                                             void *stream);
+/* Out-of-range ids cannot be reported synchronously from the device: such rows are written as
+ * zeros (forward) or skipped (backward). The Java layer validates ids before the call. */
+MOE4J_API int32_t moe4j_cuda_embedding_forward(int32_t dtype, const void *table,
+                                               const int32_t *ids, void *out, int64_t num_ids,
+                                               int64_t vocab, int64_t dim, void *stream);
+MOE4J_API int32_t moe4j_cuda_embedding_backward(int32_t dtype, const void *dout,
+                                                const int32_t *ids, float *dtable,
+                                                int64_t num_ids, int64_t vocab, int64_t dim,
+                                                int32_t accumulate, void *stream);
+MOE4J_API int32_t moe4j_cuda_cross_entropy_forward(int32_t dtype, const void *logits,
+                                                   const int32_t *targets, float *losses,
+                                                   float *lse, int64_t rows, int64_t vocab,
+                                                   int32_t ignore_index, void *stream);
+MOE4J_API int32_t moe4j_cuda_cross_entropy_backward(int32_t dtype, const void *logits,
+                                                    const int32_t *targets, const float *lse,
+                                                    void *dlogits, int64_t rows, int64_t vocab,
+                                                    int32_t ignore_index, float grad_scale,
+                                                    void *stream);
+MOE4J_API int32_t moe4j_cuda_adamw_step(float *param, int32_t grad_dtype, const void *grad,
+                                        float *m, float *v, int32_t copy_dtype, void *param_copy,
+                                        int64_t n, float lr, float beta1, float beta2, float eps,
+                                        float weight_decay, int64_t step,
+                                        const float *grad_scale, void *stream);
+/* out: device F32 [1] */
+MOE4J_API int32_t moe4j_cuda_sum_squares(int32_t dtype, const void *x, int64_t n, float *out,
+                                         void *stream);
+/* partials, out: device F32 */
+MOE4J_API int32_t moe4j_cuda_clip_coefficient(const float *partials, int64_t count,
+                                              float max_norm, float *out, void *stream);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* MOE4J_H */
