@@ -1,0 +1,62 @@
+package io.moe4j.cli;
+
+import java.io.PrintStream;
+import java.util.Arrays;
+
+/** {@code moe4j <command> [options]}. Exit codes: 0 ok, 1 runtime failure, 2 bad usage. */
+public final class Main {
+
+  private Main() {}
+
+  public static void main(String[] args) {
+    System.exit(run(args, System.out, System.err));
+  }
+
+  static int run(String[] args, PrintStream out, PrintStream err) {
+    if (args.length == 0 || args[0].equals("--help") || args[0].equals("-h") || args[0].equals("help")) {
+      usage(args.length == 0 ? err : out);
+      return args.length == 0 ? 2 : 0;
+    }
+    String[] rest = Arrays.copyOfRange(args, 1, args.length);
+    try {
+      switch (args[0]) {
+        case "info":
+          return new InfoCommand().run(rest, out, err);
+        case "--version":
+        case "version":
+          out.println("moe4j " + io.moe4j.Moe4j.VERSION);
+          return 0;
+        default:
+          err.println("moe4j: unknown command '" + args[0] + "'");
+          usage(err);
+          return 2;
+      }
+    } catch (UsageException e) {
+      err.println("moe4j " + args[0] + ": " + e.getMessage());
+      return 2;
+    } catch (RuntimeException e) {
+      err.println("moe4j " + args[0] + ": " + e.getMessage());
+      return 1;
+    } catch (LinkageError e) {
+      err.println("moe4j " + args[0] + ": cannot load a native library: " + e.getMessage());
+      return 1;
+    }
+  }
+
+  private static void usage(PrintStream s) {
+    s.println("usage: moe4j <command> [options]");
+    s.println();
+    s.println("commands:");
+    s.println("  info [--json]   version, libraries and build flags, CPU, GPUs, cuBLAS, backends");
+    s.println("  version         print the version");
+    s.println();
+    s.println("Run 'moe4j <command> --help' for a command's options.");
+  }
+
+  /** Bad command-line input: exit code 2. */
+  static final class UsageException extends RuntimeException {
+    UsageException(String message) {
+      super(message);
+    }
+  }
+}

@@ -1,0 +1,96 @@
+package io.moe4j.ops;
+
+import static io.moe4j.runtime.CpuNative.check;
+
+import io.moe4j.runtime.CpuNative;
+
+/** {@link Kernels} on libmoe4j_cpu. */
+final class CpuKernels implements Kernels {
+
+  @Override
+  public void add(int dtype, long a, long b, long out, long n) {
+    check(CpuNative.moe4j_cpu_add(dtype, a, b, out, n));
+  }
+
+  @Override
+  public void scale(int dtype, long x, long out, long n, float alpha) {
+    check(CpuNative.moe4j_cpu_scale(dtype, x, out, n, alpha));
+  }
+
+  @Override
+  public void copy(long src, long dst, long bytes) {
+    check(CpuNative.moe4j_cpu_copy(src, dst, bytes));
+  }
+
+  @Override
+  public void cast(int srcDtype, long src, int dstDtype, long dst, long n) {
+    check(CpuNative.moe4j_cpu_cast(srcDtype, src, dstDtype, dst, n));
+  }
+
+  @Override
+  public void rmsNormForward(int dtype, long x, long weight, long y, long rstd, long rows, long cols, float eps) {
+    check(CpuNative.moe4j_cpu_rmsnorm_forward(dtype, x, weight, y, rstd, rows, cols, eps));
+  }
+
+  @Override
+  public void rmsNormBackward(
+      int dtype, long dy, long x, long weight, long rstd, long dx, long dWeight, long rows, long cols,
+      boolean accumulate) {
+    check(CpuNative.moe4j_cpu_rmsnorm_backward(dtype, dy, x, weight, rstd, dx, dWeight, rows, cols, accumulate ? 1 : 0));
+  }
+
+  @Override
+  public void swigluForward(int dtype, long gate, long up, long out, long rows, long cols, long inStride) {
+    check(CpuNative.moe4j_cpu_swiglu_forward(dtype, gate, up, out, rows, cols, inStride));
+  }
+
+  @Override
+  public void swigluBackward(
+      int dtype, long gate, long up, long dOut, long dGate, long dUp, long rows, long cols, long inStride) {
+    check(CpuNative.moe4j_cpu_swiglu_backward(dtype, gate, up, dOut, dGate, dUp, rows, cols, inStride));
+  }
+
+  @Override
+  public void embeddingForward(int dtype, long table, long ids, long out, long numIds, long vocab, long dim) {
+    check(CpuNative.moe4j_cpu_embedding_forward(dtype, table, ids, out, numIds, vocab, dim));
+  }
+
+  @Override
+  public void embeddingBackward(
+      int dtype, long dOut, long ids, long dTable, long numIds, long vocab, long dim, boolean accumulate) {
+    check(CpuNative.moe4j_cpu_embedding_backward(dtype, dOut, ids, dTable, numIds, vocab, dim, accumulate ? 1 : 0));
+  }
+
+  @Override
+  public void crossEntropyForward(
+      int dtype, long logits, long targets, long losses, long lse, long rows, long vocab, int ignoreIndex) {
+    check(CpuNative.moe4j_cpu_cross_entropy_forward(dtype, logits, targets, losses, lse, rows, vocab, ignoreIndex));
+  }
+
+  @Override
+  public void crossEntropyBackward(
+      int dtype, long logits, long targets, long lse, long dLogits, long rows, long vocab, int ignoreIndex,
+      float gradScale) {
+    check(CpuNative.moe4j_cpu_cross_entropy_backward(
+        dtype, logits, targets, lse, dLogits, rows, vocab, ignoreIndex, gradScale));
+  }
+
+  @Override
+  public void adamwStep(
+      long param, int gradDtype, long grad, long m, long v, int copyDtype, long paramCopy, long n,
+      AdamWConfig c, long step, long gradScale) {
+    check(CpuNative.moe4j_cpu_adamw_step(
+        param, gradDtype, grad, m, v, copyDtype, paramCopy, n, c.lr(), c.beta1(), c.beta2(), c.eps(),
+        c.weightDecay(), step, gradScale));
+  }
+
+  @Override
+  public void sumSquares(int dtype, long x, long n, long out) {
+    check(CpuNative.moe4j_cpu_sum_squares(dtype, x, n, out));
+  }
+
+  @Override
+  public void clipCoefficient(long partials, long count, float maxNorm, long out) {
+    check(CpuNative.moe4j_cpu_clip_coefficient(partials, count, maxNorm, out));
+  }
+}

@@ -1,0 +1,111 @@
+package io.moe4j.ops;
+
+import static io.moe4j.runtime.CudaNative.check;
+
+import io.moe4j.runtime.CudaDevice;
+import io.moe4j.runtime.CudaNative;
+
+/**
+ * {@link Kernels} on libmoe4j_cuda: every call makes the device's primary context current on the
+ * calling thread and queues on the device's stream.
+ */
+final class CudaKernels implements Kernels {
+
+  private final CudaDevice device;
+
+  CudaKernels(CudaDevice device) {
+    this.device = device;
+  }
+
+  private long stream() {
+    device.makeCurrent();
+    return device.streamHandle();
+  }
+
+  @Override
+  public void add(int dtype, long a, long b, long out, long n) {
+    check(CudaNative.moe4j_cuda_add(dtype, a, b, out, n, stream()));
+  }
+
+  @Override
+  public void scale(int dtype, long x, long out, long n, float alpha) {
+    check(CudaNative.moe4j_cuda_scale(dtype, x, out, n, alpha, stream()));
+  }
+
+  @Override
+  public void copy(long src, long dst, long bytes) {
+    check(CudaNative.moe4j_cuda_copy(src, dst, bytes, stream()));
+  }
+
+  @Override
+  public void cast(int srcDtype, long src, int dstDtype, long dst, long n) {
+    check(CudaNative.moe4j_cuda_cast(srcDtype, src, dstDtype, dst, n, stream()));
+  }
+
+  @Override
+  public void rmsNormForward(int dtype, long x, long weight, long y, long rstd, long rows, long cols, float eps) {
+    check(CudaNative.moe4j_cuda_rmsnorm_forward(dtype, x, weight, y, rstd, rows, cols, eps, stream()));
+  }
+
+  @Override
+  public void rmsNormBackward(
+      int dtype, long dy, long x, long weight, long rstd, long dx, long dWeight, long rows, long cols,
+      boolean accumulate) {
+    check(CudaNative.moe4j_cuda_rmsnorm_backward(dtype, dy, x, weight, rstd, dx, dWeight, rows, cols, accumulate ? 1 : 0, stream()));
+  }
+
+  @Override
+  public void swigluForward(int dtype, long gate, long up, long out, long rows, long cols, long inStride) {
+    check(CudaNative.moe4j_cuda_swiglu_forward(dtype, gate, up, out, rows, cols, inStride, stream()));
+  }
+
+  @Override
+  public void swigluBackward(
+      int dtype, long gate, long up, long dOut, long dGate, long dUp, long rows, long cols, long inStride) {
+    check(CudaNative.moe4j_cuda_swiglu_backward(dtype, gate, up, dOut, dGate, dUp, rows, cols, inStride, stream()));
+  }
+
+  @Override
+  public void embeddingForward(int dtype, long table, long ids, long out, long numIds, long vocab, long dim) {
+    check(CudaNative.moe4j_cuda_embedding_forward(dtype, table, ids, out, numIds, vocab, dim, stream()));
+  }
+
+  @Override
+  public void embeddingBackward(
+      int dtype, long dOut, long ids, long dTable, long numIds, long vocab, long dim, boolean accumulate) {
+    check(CudaNative.moe4j_cuda_embedding_backward(dtype, dOut, ids, dTable, numIds, vocab, dim, accumulate ? 1 : 0, stream()));
+  }
+
+  @Override
+  public void crossEntropyForward(
+      int dtype, long logits, long targets, long losses, long lse, long rows, long vocab, int ignoreIndex) {
+    check(CudaNative.moe4j_cuda_cross_entropy_forward(dtype, logits, targets, losses, lse, rows, vocab, ignoreIndex, stream()));
+  }
+
+  @Override
+  public void crossEntropyBackward(
+      int dtype, long logits, long targets, long lse, long dLogits, long rows, long vocab, int ignoreIndex,
+      float gradScale) {
+    check(CudaNative.moe4j_cuda_cross_entropy_backward(
+        dtype, logits, targets, lse, dLogits, rows, vocab, ignoreIndex, gradScale, stream()));
+  }
+
+  @Override
+  public void adamwStep(
+      long param, int gradDtype, long grad, long m, long v, int copyDtype, long paramCopy, long n,
+      AdamWConfig c, long step, long gradScale) {
+    check(CudaNative.moe4j_cuda_adamw_step(
+        param, gradDtype, grad, m, v, copyDtype, paramCopy, n, c.lr(), c.beta1(), c.beta2(), c.eps(),
+        c.weightDecay(), step, gradScale, stream()));
+  }
+
+  @Override
+  public void sumSquares(int dtype, long x, long n, long out) {
+    check(CudaNative.moe4j_cuda_sum_squares(dtype, x, n, out, stream()));
+  }
+
+  @Override
+  public void clipCoefficient(long partials, long count, float maxNorm, long out) {
+    check(CudaNative.moe4j_cuda_clip_coefficient(partials, count, maxNorm, out, stream()));
+  }
+}

@@ -1,0 +1,49 @@
+package io.moe4j.ops;
+
+/**
+ * The C ABI of one native library, over raw addresses, with the status already checked (a failure
+ * throws {@link io.moe4j.runtime.Moe4jException} carrying the native message). {@link CpuKernels}
+ * and {@link CudaKernels} implement it; {@link NativeBackend} does the Java-side shape checks once
+ * for both.
+ */
+interface Kernels {
+
+  void add(int dtype, long a, long b, long out, long n);
+
+  void scale(int dtype, long x, long out, long n, float alpha);
+
+  void copy(long src, long dst, long bytes);
+
+  void cast(int srcDtype, long src, int dstDtype, long dst, long n);
+
+  void rmsNormForward(int dtype, long x, long weight, long y, long rstd, long rows, long cols, float eps);
+
+  void rmsNormBackward(
+      int dtype, long dy, long x, long weight, long rstd, long dx, long dWeight, long rows, long cols,
+      boolean accumulate);
+
+  void swigluForward(int dtype, long gate, long up, long out, long rows, long cols, long inStride);
+
+  void swigluBackward(
+      int dtype, long gate, long up, long dOut, long dGate, long dUp, long rows, long cols, long inStride);
+
+  void embeddingForward(int dtype, long table, long ids, long out, long numIds, long vocab, long dim);
+
+  void embeddingBackward(
+      int dtype, long dOut, long ids, long dTable, long numIds, long vocab, long dim, boolean accumulate);
+
+  void crossEntropyForward(
+      int dtype, long logits, long targets, long losses, long lse, long rows, long vocab, int ignoreIndex);
+
+  void crossEntropyBackward(
+      int dtype, long logits, long targets, long lse, long dLogits, long rows, long vocab, int ignoreIndex,
+      float gradScale);
+
+  void adamwStep(
+      long param, int gradDtype, long grad, long m, long v, int copyDtype, long paramCopy, long n,
+      AdamWConfig config, long step, long gradScale);
+
+  void sumSquares(int dtype, long x, long n, long out);
+
+  void clipCoefficient(long partials, long count, float maxNorm, long out);
+}

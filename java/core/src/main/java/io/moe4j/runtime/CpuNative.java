@@ -1,0 +1,94 @@
+package io.moe4j.runtime;
+
+import com.sun.jna.Native;
+import com.sun.jna.NativeLibrary;
+
+/**
+ * JNA direct mapping of libmoe4j_cpu (native/include/moe4j.h). Addresses are passed as
+ * {@code long}. Call {@link #check(int)} on every returned status.
+ */
+public final class CpuNative {
+
+  /** Where the library was loaded from. */
+  public static final String PATH;
+
+  static {
+    PATH =
+        NativeLibraries.locate(NativeLibraries.CPU_LIBRARY)
+            .orElseThrow(
+                () ->
+                    new IllegalStateException(
+                        "moe4j: libmoe4j_cpu.so is not in the moe4j-core jar; build with `mvn verify`"))
+            .toString();
+    Native.register(CpuNative.class, NativeLibrary.getInstance(PATH));
+  }
+
+  private CpuNative() {}
+
+  /** Throws a {@link Moe4jException} carrying the native message unless status is OK. */
+  public static void check(int status) {
+    if (status != Moe4jException.Status.OK) throw new Moe4jException(status, moe4j_last_error());
+  }
+
+  public static native String moe4j_last_error();
+
+  public static native String moe4j_cpu_build_info();
+
+  public static native String moe4j_cpu_simd_level();
+
+  public static native int moe4j_cpu_num_threads();
+
+  public static native int moe4j_cpu_noop();
+
+  public static native int moe4j_cpu_alloc(long bytes, long[] outAddress);
+
+  public static native int moe4j_cpu_free(long ptr);
+
+  public static native int moe4j_cpu_memset_zero(long ptr, long bytes);
+
+  public static native int moe4j_cpu_add(int dtype, long a, long b, long out, long n);
+
+  public static native int moe4j_cpu_scale(int dtype, long x, long out, long n, float alpha);
+
+  public static native int moe4j_cpu_copy(long src, long dst, long bytes);
+
+  public static native int moe4j_cpu_cast(int srcDtype, long src, int dstDtype, long dst, long n);
+
+  public static native int moe4j_cpu_rmsnorm_forward(
+      int dtype, long x, long weight, long y, long rstd, long rows, long cols, float eps);
+
+  public static native int moe4j_cpu_rmsnorm_backward(
+      int dtype, long dy, long x, long weight, long rstd, long dx, long dweight, long rows,
+      long cols, int accumulate);
+
+  public static native int moe4j_cpu_swiglu_forward(
+      int dtype, long gate, long up, long out, long rows, long cols, long inStride);
+
+  public static native int moe4j_cpu_swiglu_backward(
+      int dtype, long gate, long up, long dout, long dgate, long dup, long rows, long cols,
+      long inStride);
+
+  public static native int moe4j_cpu_embedding_forward(
+      int dtype, long table, long ids, long out, long numIds, long vocab, long dim);
+
+  public static native int moe4j_cpu_embedding_backward(
+      int dtype, long dout, long ids, long dtable, long numIds, long vocab, long dim,
+      int accumulate);
+
+  public static native int moe4j_cpu_cross_entropy_forward(
+      int dtype, long logits, long targets, long losses, long lse, long rows, long vocab,
+      int ignoreIndex);
+
+  public static native int moe4j_cpu_cross_entropy_backward(
+      int dtype, long logits, long targets, long lse, long dlogits, long rows, long vocab,
+      int ignoreIndex, float gradScale);
+
+  public static native int moe4j_cpu_adamw_step(
+      long param, int gradDtype, long grad, long m, long v, int copyDtype, long paramCopy, long n,
+      float lr, float beta1, float beta2, float eps, float weightDecay, long step, long gradScale);
+
+  public static native int moe4j_cpu_sum_squares(int dtype, long x, long n, long out);
+
+  public static native int moe4j_cpu_clip_coefficient(
+      long partials, long count, float maxNorm, long out);
+}

@@ -1,0 +1,91 @@
+package io.moe4j.runtime;
+
+import com.sun.jna.Native;
+import com.sun.jna.NativeLibrary;
+
+/**
+ * JNA direct mapping of libmoe4j_cuda (native/include/moe4j.h). Device addresses and the CUstream
+ * are passed as {@code long}. Touch this class only after {@link CudaSupport#probe()} said the
+ * library is present; loading it needs no GPU (cudart is linked statically).
+ */
+public final class CudaNative {
+
+  public static final String PATH;
+
+  static {
+    PATH =
+        NativeLibraries.locate(NativeLibraries.CUDA_LIBRARY)
+            .orElseThrow(
+                () -> new IllegalStateException("moe4j: libmoe4j_cuda.so was not built into this jar"))
+            .toString();
+    Native.register(CudaNative.class, NativeLibrary.getInstance(PATH));
+  }
+
+  private CudaNative() {}
+
+  public static void check(int status) {
+    if (status != Moe4jException.Status.OK) throw new Moe4jException(status, moe4j_cuda_last_error());
+  }
+
+  public static native String moe4j_cuda_last_error();
+
+  public static native String moe4j_cuda_build_info();
+
+  public static native int moe4j_cuda_device_count(int[] outCount);
+
+  public static native int moe4j_cuda_versions(int[] outDriver, int[] outRuntime);
+
+  public static native String moe4j_cuda_cublas_library();
+
+  public static native int moe4j_cuda_use_reference_kernels(int enable);
+
+  public static native int moe4j_cuda_add(int dtype, long a, long b, long out, long n, long stream);
+
+  public static native int moe4j_cuda_scale(
+      int dtype, long x, long out, long n, float alpha, long stream);
+
+  public static native int moe4j_cuda_copy(long src, long dst, long bytes, long stream);
+
+  public static native int moe4j_cuda_cast(
+      int srcDtype, long src, int dstDtype, long dst, long n, long stream);
+
+  public static native int moe4j_cuda_rmsnorm_forward(
+      int dtype, long x, long weight, long y, long rstd, long rows, long cols, float eps,
+      long stream);
+
+  public static native int moe4j_cuda_rmsnorm_backward(
+      int dtype, long dy, long x, long weight, long rstd, long dx, long dweight, long rows,
+      long cols, int accumulate, long stream);
+
+  public static native int moe4j_cuda_swiglu_forward(
+      int dtype, long gate, long up, long out, long rows, long cols, long inStride, long stream);
+
+  public static native int moe4j_cuda_swiglu_backward(
+      int dtype, long gate, long up, long dout, long dgate, long dup, long rows, long cols,
+      long inStride, long stream);
+
+  public static native int moe4j_cuda_embedding_forward(
+      int dtype, long table, long ids, long out, long numIds, long vocab, long dim, long stream);
+
+  public static native int moe4j_cuda_embedding_backward(
+      int dtype, long dout, long ids, long dtable, long numIds, long vocab, long dim,
+      int accumulate, long stream);
+
+  public static native int moe4j_cuda_cross_entropy_forward(
+      int dtype, long logits, long targets, long losses, long lse, long rows, long vocab,
+      int ignoreIndex, long stream);
+
+  public static native int moe4j_cuda_cross_entropy_backward(
+      int dtype, long logits, long targets, long lse, long dlogits, long rows, long vocab,
+      int ignoreIndex, float gradScale, long stream);
+
+  public static native int moe4j_cuda_adamw_step(
+      long param, int gradDtype, long grad, long m, long v, int copyDtype, long paramCopy, long n,
+      float lr, float beta1, float beta2, float eps, float weightDecay, long step, long gradScale,
+      long stream);
+
+  public static native int moe4j_cuda_sum_squares(int dtype, long x, long n, long out, long stream);
+
+  public static native int moe4j_cuda_clip_coefficient(
+      long partials, long count, float maxNorm, long out, long stream);
+}

@@ -1,0 +1,237 @@
+/*
+ * Fused AdamW step (PyTorch torch.optim.AdamW: decoupled weight decay, bias correction).
+ *
+ * Layout: param, m, v are F32 [n] master state updated in place; grad is F32 or BF16 [n];
+ * param_copy (optional) receives the updated param in BF16, F16 or F32, so the low-precision
+ * weights of the next forward come out of the same pass. grad_scale is a DEVICE address (or
+ * NULL = 1): the clip coefficient written by moe4j_cuda_clip_coefficient feeds the step without a
+ * host round trip. bias1 = 1 - beta1^step and bias2 = 1 - beta2^step are computed by the launcher
+ * in double and passed as float.
+ *
+ * Why this shape: the step is purely memory bound (16-18 bytes read and 12-14 written per
+ * element), so the only thing that matters is full-width memory transactions. adamw_step_kernel is
+ * a grid-stride loop over groups of 4 elements with 16-byte loads/stores (8-byte for 4 bf16/f16)
+ * when every pointer is aligned for that, then a bounds-checked scalar tail; misaligned pointers
+ * take the scalar loop for all elements. adamw_step_ref is the obviously correct one element per
+ * thread version, selected by moe4j_cuda_use_reference_kernels.
+ *
+ * Numerics: the element update is moe4j::adamw_update (numerics.h), shared with the CPU twin
+ * (native/src/cpu_adamw.cpp). sqrtf and '/' are IEEE correctly rounded (no fast-math), but nvcc and
+ * the AVX2/AVX-512 CPU clones may contract different a*b + c into FMAs, so CPU and GPU agree to a
+ * few ulp, not bitwise; the fast and reference kernels here are bitwise equal.
+ */
+#include <math.h>
+
+#include "cuda_check.cuh"
+#include "numerics.h"
+
+namespace moe4j {
+
+constexpr int kAdamwThreads = 256;
+
+struct AdamwHyper {
+  float lr, beta1, beta2, eps, weight_decay, bias1, bias2;
+};
+
+/* param_copy == NULL: the copy store compiles away. */
+struct NoCopy {};
+
+__device__ __forceinline__ void load4(const float *p, float out[4]) {
+  float4 q = *reinterpret_cast<const float4 *>(p);
+  out[0] = q.x;
+  out[1] = q.y;
+  out[2] = q.z;
+  out[3] = q.w;
+}
+
+__device__ __forceinline__ void load4(const bf16_t *p, float out[4]) {
+  uint2 q = *reinterpret_cast<const uint2 *>(p);
+  out[0] = bf16_bits_to_f32((uint16_t)(q.x & 0xffffu));
+  out[1] = bf16_bits_to_f32((uint16_t)(q.x >> 16));
+  out[2] = bf16_bits_to_f32((uint16_t)(q.y & 0xffffu));
+  out[3] = bf16_bits_to_f32((uint16_t)(q.y >> 16));
+}
+
+__device__ __forceinline__ void store4(float *base, int64_t i, const float in[4]) {
+  *reinterpret_cast<float4 *>(base + i) = make_float4(in[0], in[1], in[2], in[3]);
+}
+
+__device__ __forceinline__ uint32_t pack2(uint16_t lo, uint16_t hi) {
+  return (uint32_t)lo | ((uint32_t)hi << 16);
+}
+
+__device__ __forceinline__ void store4(bf16_t *base, int64_t i, const float in[4]) {
+  *reinterpret_cast<uint2 *>(base + i) =
+      make_uint2(pack2(f32_to_bf16_bits(in[0]), f32_to_bf16_bits(in[1])),
+                 pack2(f32_to_bf16_bits(in[2]), f32_to_bf16_bits(in[3])));
+}
+
+__device__ __forceinline__ void store4(f16_t *base, int64_t i, const float in[4]) {
+  *reinterpret_cast<uint2 *>(base + i) =
+      make_uint2(pack2(f32_to_f16_bits(in[0]), f32_to_f16_bits(in[1])),
+                 pack2(f32_to_f16_bits(in[2]), f32_to_f16_bits(in[3])));
+}
+
+__device__ __forceinline__ void store4(NoCopy *, int64_t, const float *) {}
+
+template <typename C>
+__device__ __forceinline__ void store1(C *base, int64_t i, float x) {
+  base[i] = from_f32<C>(x);
+}
+__device__ __forceinline__ void store1(NoCopy *, int64_t, float) {}
+
+__device__ __forceinline__ float adamw_element(float *param, float g, float *m, float *v,
+                                               int64_t i, const AdamwHyper &h) {
+  float mi = m[i], vi = v[i];
+  float p = adamw_update(param[i], g, &mi, &vi, h.lr, h.beta1, h.beta2, h.eps, h.weight_decay,
+                         h.bias1, h.bias2);
+  m[i] = mi;
+  v[i] = vi;
+  param[i] = p;
+  return p;
+}
+
+/* n_vec groups of 4 elements take the vector path (0 when a pointer is misaligned); the elements
+ * from 4 * n_vec to n take the scalar loop. */
+template <typename G, typename C>
+__global__ void __launch_bounds__(kAdamwThreads)
+    adamw_step_kernel(float *__restrict__ param, const G *__restrict__ grad,
+                      float *__restrict__ m, float *__restrict__ v, C *__restrict__ copy,
+                      int64_t n, int64_t n_vec, AdamwHyper h, const float *__restrict__ grad_scale) {
+  const float s = grad_scale != nullptr ? *grad_scale : 1.0f;
+  const int64_t stride = (int64_t)gridDim.x * blockDim.x;
+  const int64_t first = blockIdx.x * (int64_t)blockDim.x + threadIdx.x;
+  for (int64_t j = first; j < n_vec; j += stride) {
+    const int64_t i = 4 * j;
+    float p[4], g[4], mm[4], vv[4];
+    load4(param + i, p);
+    load4(grad + i, g);
+    load4(m + i, mm);
+    load4(v + i, vv);
+#pragma unroll
+    for (int k = 0; k < 4; k++)
+      p[k] = adamw_update(p[k], g[k] * s, &mm[k], &vv[k], h.lr, h.beta1, h.beta2, h.eps,
+                          h.weight_decay, h.bias1, h.bias2);
+    store4(param, i, p);
+    store4(m, i, mm);
+    store4(v, i, vv);
+    store4(copy, i, p);
+  }
+  for (int64_t i = 4 * n_vec + first; i < n; i += stride)
+    store1(copy, i, adamw_element(param, to_f32(grad[i]) * s, m, v, i, h));
+}
+
+template <typename G, typename C>
+__global__ void adamw_step_ref(float *param, const G *grad, float *m, float *v, C *copy,
+                               int64_t n, AdamwHyper h, const float *grad_scale) {
+  for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < n;
+       i += (int64_t)gridDim.x * blockDim.x) {
+    float s = grad_scale != nullptr ? *grad_scale : 1.0f;
+    store1(copy, i, adamw_element(param, to_f32(grad[i]) * s, m, v, i, h));
+  }
+}
+
+static bool aligned_to(const void *p, uintptr_t bytes) { return ((uintptr_t)p % bytes) == 0; }
+
+template <typename G, typename C>
+static void launch_adamw(float *param, const G *grad, float *m, float *v, C *copy, int64_t n,
+                         const AdamwHyper &h, const float *grad_scale, cudaStream_t stream) {
+  if (reference_kernels_enabled()) {
+    adamw_step_ref<<<blocks_for(n, kAdamwThreads), kAdamwThreads, 0, stream>>>(
+        param, grad, m, v, copy, n, h, grad_scale);
+    return;
+  }
+  const bool vec = aligned_to(param, 16) && aligned_to(m, 16) && aligned_to(v, 16) &&
+                   aligned_to(grad, 4 * sizeof(G)) &&
+                   (copy == nullptr || aligned_to(copy, 4 * sizeof(C)));
+  const int64_t n_vec = vec ? n / 4 : 0;
+  const unsigned int blocks = blocks_for(vec ? (n + 3) / 4 : n, kAdamwThreads);
+  adamw_step_kernel<<<blocks, kAdamwThreads, 0, stream>>>(param, grad, m, v, copy, n, n_vec, h,
+                                                          grad_scale);
+}
+
+template <typename G>
+static void launch_adamw_copy(float *param, const G *grad, float *m, float *v, int32_t copy_dtype,
+                              void *param_copy, int64_t n, const AdamwHyper &h,
+                              const float *grad_scale, cudaStream_t stream) {
+  if (param_copy == nullptr) {
+    launch_adamw(param, grad, m, v, (NoCopy *)nullptr, n, h, grad_scale, stream);
+    return;
+  }
+  switch (copy_dtype) {
+    case MOE4J_DTYPE_F32:
+      launch_adamw(param, grad, m, v, (float *)param_copy, n, h, grad_scale, stream);
+      break;
+    case MOE4J_DTYPE_BF16:
+      launch_adamw(param, grad, m, v, (bf16_t *)param_copy, n, h, grad_scale, stream);
+      break;
+    default:
+      launch_adamw(param, grad, m, v, (f16_t *)param_copy, n, h, grad_scale, stream);
+      break;
+  }
+}
+
+static bool ranges_overlap(const void *a, int64_t a_bytes, const void *b, int64_t b_bytes) {
+  if (a == nullptr || b == nullptr || a_bytes == 0 || b_bytes == 0) return false;
+  uintptr_t x = (uintptr_t)a, y = (uintptr_t)b;
+  return x < y + (uintptr_t)b_bytes && y < x + (uintptr_t)a_bytes;
+}
+
+}  // namespace moe4j
+
+using namespace moe4j;
+
+extern "C" {
+
+int32_t moe4j_cuda_adamw_step(float *param, int32_t grad_dtype, const void *grad, float *m,
+                              float *v, int32_t copy_dtype, void *param_copy, int64_t n, float lr,
+                              float beta1, float beta2, float eps, float weight_decay,
+                              int64_t step, const float *grad_scale, void *stream) {
+  const char *fn = "moe4j_cuda_adamw_step";
+  ArgCheck chk(fn);
+  chk.float_dtype("grad_dtype", grad_dtype).castable_dtype("copy_dtype", copy_dtype)
+      .non_negative("n", n).product_fits("n", n, 1)
+      .buffer("param", param, n, MOE4J_DTYPE_F32).buffer("grad", grad, n, grad_dtype)
+      .buffer("m", m, n, MOE4J_DTYPE_F32).buffer("v", v, n, MOE4J_DTYPE_F32)
+      .buffer("param_copy", param_copy, param_copy != nullptr ? n : 0, copy_dtype)
+      .buffer("grad_scale", grad_scale, grad_scale != nullptr ? 1 : 0, MOE4J_DTYPE_F32)
+      .at_least("step", step, 1).in_range("lr", lr, 0.0f, INFINITY)
+      .in_range("beta1", beta1, 0.0f, 1.0f).in_range("beta2", beta2, 0.0f, 1.0f)
+      .positive_finite("eps", eps).in_range("weight_decay", weight_decay, 0.0f, INFINITY);
+  if (chk.failed()) return chk.status();
+  const int64_t state_bytes = n * 4;
+  const int64_t grad_bytes = n * dtype_size(grad_dtype);
+  const int64_t copy_bytes = param_copy != nullptr ? n * dtype_size(copy_dtype) : 0;
+  chk.no_overlap("param", param, "m", m, state_bytes, false)
+      .no_overlap("param", param, "v", v, state_bytes, false)
+      .no_overlap("m", m, "v", v, state_bytes, false)
+      .require(!ranges_overlap(grad, grad_bytes, param, state_bytes) &&
+                   !ranges_overlap(grad, grad_bytes, m, state_bytes) &&
+                   !ranges_overlap(grad, grad_bytes, v, state_bytes),
+               "grad overlaps param, m or v")
+      .require(!ranges_overlap(param_copy, copy_bytes, param, state_bytes) &&
+                   !ranges_overlap(param_copy, copy_bytes, m, state_bytes) &&
+                   !ranges_overlap(param_copy, copy_bytes, v, state_bytes) &&
+                   !ranges_overlap(param_copy, copy_bytes, grad, grad_bytes),
+               "param_copy overlaps param, m, v or grad");
+  if (chk.failed()) return chk.status();
+  if (n == 0) return MOE4J_OK;
+
+  AdamwHyper h;
+  h.lr = lr;
+  h.beta1 = beta1;
+  h.beta2 = beta2;
+  h.eps = eps;
+  h.weight_decay = weight_decay;
+  h.bias1 = (float)(1.0 - pow((double)beta1, (double)step));
+  h.bias2 = (float)(1.0 - pow((double)beta2, (double)step));
+  if (grad_dtype == MOE4J_DTYPE_BF16)
+    launch_adamw_copy(param, (const bf16_t *)grad, m, v, copy_dtype, param_copy, n, h, grad_scale,
+                      as_stream(stream));
+  else
+    launch_adamw_copy(param, (const float *)grad, m, v, copy_dtype, param_copy, n, h, grad_scale,
+                      as_stream(stream));
+  return check_launch(fn, reference_kernels_enabled() ? "adamw_step_ref" : "adamw_step_kernel");
+}
+
+}  // extern "C"

@@ -1,0 +1,137 @@
+/*
+ * CPU twin of the fused AdamW step (kernels/adamw.cu).
+ *
+ * Layout: param, m, v are F32 [n] master state updated in place; grad is F32 or BF16 [n];
+ * param_copy (optional) receives the updated param in BF16, F16 or F32 (the low-precision weights
+ * the next forward reads). One pass over memory: each element is read once and written once.
+ *
+ * The per-element math is moe4j::adamw_update from numerics.h, the same function the CUDA kernel
+ * calls. bias1 = 1 - beta1^step and bias2 = 1 - beta2^step are computed once here in double and
+ * passed as float. Element-wise, so the result does not depend on the thread count; the loop is
+ * split into kChunk pieces over OpenMP threads, each piece a SIMD-cloned loop (cpu_common.h).
+ * The clone chosen for the CPU may contract a*b + c into an FMA (x86-64-v3/v4), so results can
+ * differ from the baseline clone or the GPU in the last bit; never between runs on one machine.
+ */
+#include <math.h>
+
+#include "cpu_common.h"
+
+using namespace moe4j;
+
+namespace {
+
+/* Hyper-parameters of one step, as the element update takes them. */
+struct AdamwHyper {
+  float lr, beta1, beta2, eps, weight_decay, bias1, bias2, grad_scale;
+};
+
+/* param_copy == NULL: the copy store compiles away. */
+struct NoCopy {};
+
+template <typename C>
+inline void store_copy(C *copy, int64_t i, float p) {
+  copy[i] = from_f32<C>(p);
+}
+inline void store_copy(NoCopy *, int64_t, float) {}
+
+template <typename G, typename C>
+MOE4J_SIMD_CLONES void adamw_chunk(float *__restrict__ param, const G *__restrict__ grad,
+                                   float *__restrict__ m, float *__restrict__ v,
+                                   C *__restrict__ copy, int64_t n, AdamwHyper h) {
+  for (int64_t i = 0; i < n; i++) {
+    float mi = m[i], vi = v[i];
+    float p = adamw_update(param[i], to_f32(grad[i]) * h.grad_scale, &mi, &vi, h.lr, h.beta1,
+                           h.beta2, h.eps, h.weight_decay, h.bias1, h.bias2);
+    m[i] = mi;
+    v[i] = vi;
+    param[i] = p;
+    store_copy(copy, i, p);
+  }
+}
+
+template <typename G, typename C>
+void adamw_parallel(float *param, const G *grad, float *m, float *v, C *copy, int64_t n,
+                    const AdamwHyper &h) {
+  int64_t chunks = (n + kChunk - 1) / kChunk;
+#pragma omp parallel for schedule(static) if (chunks > 1)
+  for (int64_t c = 0; c < chunks; c++) {
+    int64_t s = c * kChunk;
+    int64_t count = n - s < kChunk ? n - s : kChunk;
+    adamw_chunk(param + s, grad + s, m + s, v + s, copy == nullptr ? nullptr : copy + s, count, h);
+  }
+}
+
+template <typename G>
+void adamw_dispatch_copy(float *param, const G *grad, float *m, float *v, int32_t copy_dtype,
+                         void *param_copy, int64_t n, const AdamwHyper &h) {
+  if (param_copy == nullptr) {
+    adamw_parallel(param, grad, m, v, (NoCopy *)nullptr, n, h);
+    return;
+  }
+  switch (copy_dtype) {
+    case MOE4J_DTYPE_F32: adamw_parallel(param, grad, m, v, (float *)param_copy, n, h); break;
+    case MOE4J_DTYPE_BF16: adamw_parallel(param, grad, m, v, (bf16_t *)param_copy, n, h); break;
+    default: adamw_parallel(param, grad, m, v, (f16_t *)param_copy, n, h); break;
+  }
+}
+
+bool ranges_overlap(const void *a, int64_t a_bytes, const void *b, int64_t b_bytes) {
+  if (a == nullptr || b == nullptr || a_bytes == 0 || b_bytes == 0) return false;
+  uintptr_t x = (uintptr_t)a, y = (uintptr_t)b;
+  return x < y + (uintptr_t)b_bytes && y < x + (uintptr_t)a_bytes;
+}
+
+}  // namespace
+
+extern "C" {
+
+int32_t moe4j_cpu_adamw_step(float *param, int32_t grad_dtype, const void *grad, float *m,
+                             float *v, int32_t copy_dtype, void *param_copy, int64_t n, float lr,
+                             float beta1, float beta2, float eps, float weight_decay,
+                             int64_t step, const float *grad_scale) {
+  ArgCheck chk("moe4j_cpu_adamw_step");
+  chk.float_dtype("grad_dtype", grad_dtype).castable_dtype("copy_dtype", copy_dtype)
+      .non_negative("n", n).product_fits("n", n, 1)
+      .buffer("param", param, n, MOE4J_DTYPE_F32).buffer("grad", grad, n, grad_dtype)
+      .buffer("m", m, n, MOE4J_DTYPE_F32).buffer("v", v, n, MOE4J_DTYPE_F32)
+      .buffer("param_copy", param_copy, param_copy != nullptr ? n : 0, copy_dtype)
+      .buffer("grad_scale", grad_scale, grad_scale != nullptr ? 1 : 0, MOE4J_DTYPE_F32)
+      .at_least("step", step, 1).in_range("lr", lr, 0.0f, INFINITY)
+      .in_range("beta1", beta1, 0.0f, 1.0f).in_range("beta2", beta2, 0.0f, 1.0f)
+      .positive_finite("eps", eps).in_range("weight_decay", weight_decay, 0.0f, INFINITY);
+  if (chk.failed()) return chk.status();
+  const int64_t state_bytes = n * 4;
+  const int64_t grad_bytes = n * dtype_size(grad_dtype);
+  const int64_t copy_bytes = param_copy != nullptr ? n * dtype_size(copy_dtype) : 0;
+  chk.no_overlap("param", param, "m", m, state_bytes, false)
+      .no_overlap("param", param, "v", v, state_bytes, false)
+      .no_overlap("m", m, "v", v, state_bytes, false)
+      .require(!ranges_overlap(grad, grad_bytes, param, state_bytes) &&
+                   !ranges_overlap(grad, grad_bytes, m, state_bytes) &&
+                   !ranges_overlap(grad, grad_bytes, v, state_bytes),
+               "grad overlaps param, m or v")
+      .require(!ranges_overlap(param_copy, copy_bytes, param, state_bytes) &&
+                   !ranges_overlap(param_copy, copy_bytes, m, state_bytes) &&
+                   !ranges_overlap(param_copy, copy_bytes, v, state_bytes) &&
+                   !ranges_overlap(param_copy, copy_bytes, grad, grad_bytes),
+               "param_copy overlaps param, m, v or grad");
+  if (chk.failed()) return chk.status();
+  if (n == 0) return MOE4J_OK;
+
+  AdamwHyper h;
+  h.lr = lr;
+  h.beta1 = beta1;
+  h.beta2 = beta2;
+  h.eps = eps;
+  h.weight_decay = weight_decay;
+  h.bias1 = (float)(1.0 - pow((double)beta1, (double)step));
+  h.bias2 = (float)(1.0 - pow((double)beta2, (double)step));
+  h.grad_scale = grad_scale != nullptr ? *grad_scale : 1.0f;
+  if (grad_dtype == MOE4J_DTYPE_BF16)
+    adamw_dispatch_copy(param, (const bf16_t *)grad, m, v, copy_dtype, param_copy, n, h);
+  else
+    adamw_dispatch_copy(param, (const float *)grad, m, v, copy_dtype, param_copy, n, h);
+  return MOE4J_OK;
+}
+
+}  // extern "C"
