@@ -48,8 +48,9 @@ MOE4J_HD void softmax_add(SoftmaxStats *s, float x) {
   s->sum += softmax_exp(x, s->max);
 }
 
-/* Combines two partial results. Symmetric in a and b (bitwise: the two products are added, and
- * IEEE addition commutes), so a butterfly gives every participant the same value. */
+/* Combines two partial results (exact in real arithmetic; the order of combination only moves
+ * rounding). Callers fix the order — lanes 0..15 on the CPU, a fixed butterfly on the GPU whose
+ * thread 0 result is used — so results are reproducible run to run. */
 MOE4J_HD SoftmaxStats softmax_combine(SoftmaxStats a, SoftmaxStats b) {
   float m = fmaxf(a.max, b.max);
   return SoftmaxStats{m, a.sum * softmax_rescale(a.max, m) + b.sum * softmax_rescale(b.max, m)};

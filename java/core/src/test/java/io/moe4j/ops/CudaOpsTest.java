@@ -1,0 +1,120 @@
+package io.moe4j.ops;
+
+import static org.junit.jupiter.api.Assertions.assertArrayEquals;
+import static org.junit.jupiter.api.Assertions.assertEquals;
+import static org.junit.jupiter.api.Assertions.assertTrue;
+import static org.junit.jupiter.api.Assumptions.assumeTrue;
+
+import io.moe4j.runtime.CudaSupport;
+import io.moe4j.tensor.DType;
+import io.moe4j.tensor.Scope;
+import io.moe4j.tensor.Tensor;
+import java.util.List;
+import org.junit.jupiter.api.AfterAll;
+import org.junit.jupiter.api.BeforeAll;
+import org.junit.jupiter.api.Tag;
+import org.junit.jupiter.api.Test;
+
+/** The cuda backend against the CPU twin, op by op. Skipped (with the reason) without a usable GPU. */
+@Tag("gpu")
+class CudaOpsTest {
+
+  static Backend cpu;
+  static Backend cuda;
+
+  @BeforeAll
+  static void open() {
+    CudaSupport.Status s = CudaSupport.probe();
+    assumeTrue(s.available(), () -> "cuda unavailable: " + s.reason());
+    cpu = Backends.cpu();
+    cuda = Backends.cuda(0);
+  }
+
+  @AfterAll
+  static void close() {
+    if (cuda == null) return;
+    assertEquals(0, cuda.memoryStats().liveBytes());
+    assertEquals(0, cpu.memoryStats().liveBytes());
+    cuda.close();
+    cpu.close();
+  }
+
+  static void assertNear(float[] expected, float[] actual, double rel, String what) {
+    assertEquals(expected.length, actual.length);
+    for (int i = 0; i < expected.length; i++)
+      assertTrue(Math.abs(expected[i] - actual[i]) <= rel * Math.max(1, Math.abs(expected[i])),
+          what + "[" + i + "]: cuda " + actual[i] + " vs cpu " + expected[i]);
+  }
+
+  @Test
+  void everyOpMatchesTheCpuTwin() {
+    int rows = 37, cols = 1031;
+    float[] x = CpuOpsTest.randn(rows * cols, 1), w = CpuOpsTest.randn(cols, 2), dy = CpuOpsTest.randn(rows * cols, 3);
+    for (DType dt : new DType[] {DType.F32, DType.BF16}) {
+      float[][] results = new float[2][];
+      float[][] grads = new float[2][];
+      float[][] dws = new float[2][];
+      float[][] swiglu = new float[2][];
+      float[][] ce = new float[2][];
+      Backend[] both = {cpu, cuda};
+      for (int k = 0; k < 2; k++) {
+        Backend b = both[k];
+        try (Scope s = new Scope()) {
+          Tensor tx = s.add(b.fromFloats(x, dt, rows, cols)), tw = s.add(b.fromFloats(w, dt, cols));
+          Tensor y = s.add(b.empty(dt, rows, cols)), rstd = s.add(b.empty(DType.F32, rows));
+          b.rmsNormForward(tx, tw, 1e-5f, y, rstd);
+          results[k] = b.toFloats(y);
+          Tensor dx = s.add(b.empty(dt, rows, cols)), dw = s.add(b.empty(DType.F32, cols));
+          b.rmsNormBackward(s.add(b.fromFloats(dy, dt, rows, cols)), tx, tw, rstd, dx, dw, false);
+          grads[k] = b.toFloats(dx);
+          dws[k] = b.toFloats(dw);
+          Tensor h = s.add(b.empty(dt, rows, cols));
+          b.swigluForward(tx, y, h);
+          swiglu[k] = b.toFloats(h);
+          int[] targets = new int[rows];
+          for (int r = 0; r < rows; r++) targets[r] = (r * 131) % cols;
+          Tensor losses = s.add(b.empty(DType.F32, rows)), lse = s.add(b.empty(DType.F32, rows));
+          b.crossEntropyForward(tx, s.add(b.fromInts(targets, rows)), -100, losses, lse);
+          ce[k] = b.toFloats(losses);
+        }
+      }
+      double tol = dt == DType.F32 ? 1e-5 : 1e-2; // bf16 outputs may differ by one rounding step
+      assertNear(results[0], results[1], tol, dt + " rmsnorm");
+      assertNear(grads[0], grads[1], tol, dt + " rmsnorm dx");
+      assertNear(dws[0], dws[1], 1e-4, dt + " rmsnorm dw");
+      assertNear(swiglu[0], swiglu[1], tol, dt + " swiglu");
+      assertNear(ce[0], ce[1], 1e-5, dt + " cross-entropy");
+    }
+  }
+
+  @Test
+  void optimizerAndNormMatchTheCpuTwin() {
+    int n = 100_003;
+    float[] p = CpuOpsTest.randn(n, 4), g = CpuOpsTest.randn(n, 5);
+    float[][] params = new float[2][];
+    float[][] norms = new float[2][];
+    Backend[] both = {cpu, cuda};
+    for (int k = 0; k < 2; k++) {
+      Backend b = both[k];
+      try (Scope s = new Scope()) {
+        Tensor tp = s.add(b.fromFloats(p, DType.F32, n)), tg = s.add(b.fromFloats(g, DType.F32, n));
+        Tensor m = s.add(b.zeros(DType.F32, n)), v = s.add(b.zeros(DType.F32, n));
+        Tensor clip = s.add(b.gradNormAndClipCoefficient(List.of(tg), 1.0f));
+        norms[k] = b.toFloats(clip);
+        Tensor coefficient = clip.view(1, 1);
+        b.adamwStep(tp, tg, m, v, null, AdamWConfig.defaults(1e-3f), 1, coefficient);
+        params[k] = b.toFloats(tp);
+      }
+    }
+    assertNear(norms[0], norms[1], 1e-5, "norm and coefficient");
+    assertNear(params[0], params[1], 1e-6, "adamw");
+    int[] ids = {0, 5, 5, 2};
+    try (Tensor table = cuda.fromFloats(CpuOpsTest.randn(60, 6), DType.F32, 6, 10);
+        Tensor tids = cuda.fromInts(ids, 4);
+        Tensor out = cuda.empty(DType.F32, 4, 10)) {
+      cuda.embeddingForward(table, tids, out);
+      float[] t = cuda.toFloats(table), o = cuda.toFloats(out);
+      for (int i = 0; i < 4; i++) assertArrayEquals(java.util.Arrays.copyOfRange(t, ids[i] * 10, ids[i] * 10 + 10), java.util.Arrays.copyOfRange(o, i * 10, i * 10 + 10));
+    }
+  }
+}

@@ -1,0 +1,228 @@
+/*
+ * Embedding lookup forward and backward.
+ *
+ * Layout: table [vocab, dim] (F32|BF16), ids I32 [num_ids], out [num_ids, dim] (table's dtype);
+ * backward: dout [num_ids, dim] (F32|BF16), dtable F32 [vocab, dim].
+ *
+ * Forward: a warp per id copies the row with the widest unit the row width and both base
+ * addresses allow (16, 4 or 2 bytes): a pure memory copy, dtype-agnostic. An id outside
+ * [0, vocab) cannot be reported from the device, so its row is written as zeros (moe4j.h); the
+ * Java layer and the CPU twin validate ids.
+ *
+ * Backward: dtable[ids[i], :] += dout[i, :], every element summed in increasing i (deterministic,
+ * no float atomics, no scratch: the ABI has no workspace pointer). The work is split into items
+ * (column tile of 32 lanes x kBackwardCols columns, vocab partition [v0, v1)); a warp per item
+ * scans the ids 32 at a time, ballots the ones in its partition and walks them in order. The
+ * dtable row segment being updated stays in registers while consecutive matches hit the same row
+ * (a hot id such as padding costs a load per run, not per occurrence); the sum it stores is the
+ * same sequence of f32 additions as the plain loop, so the result is bitwise equal to the
+ * reference kernel (a thread per column looping over all ids) and to the CPU twin
+ * (native/src/cpu_embedding.cpp). Out-of-range ids fall in no partition and are skipped.
+ * dtable is zeroed first with cudaMemsetAsync unless accumulate != 0.
+ */
+#include "cuda_check.cuh"
+#include "numerics.h"
+
+namespace moe4j {
+
+constexpr int kForwardThreads = 256;  /* 8 warps, one id row each */
+constexpr int kBackwardThreads = 256; /* 8 warps, one work item each */
+constexpr int kBackwardCols = 4;      /* columns per lane: 4 independent loads in flight */
+constexpr int kBackwardTile = 32 * kBackwardCols;
+constexpr int kBackwardWarpsPerSm = 32; /* work items aimed for per SM */
+
+/* U: copy unit (uint4, uint32_t or uint16_t); units = row width in units. */
+template <typename U>
+__global__ void __launch_bounds__(kForwardThreads)
+embedding_forward_kernel(const U *__restrict__ table, const int32_t *__restrict__ ids,
+                         U *__restrict__ out, int64_t num_ids, int64_t vocab, int64_t units) {
+  const int lane = threadIdx.x & 31;
+  const int64_t warps = (int64_t)gridDim.x * (blockDim.x >> 5);
+  for (int64_t i = blockIdx.x * (int64_t)(blockDim.x >> 5) + (threadIdx.x >> 5); i < num_ids;
+       i += warps) {
+    const int64_t id = ids[i];
+    U *dst = out + i * units;
+    if (id >= 0 && id < vocab) {
+      const U *src = table + id * units;
+      for (int64_t c = lane; c < units; c += 32) dst[c] = src[c];
+    } else {
+      for (int64_t c = lane; c < units; c += 32) dst[c] = U{};
+    }
+  }
+}
+
+template <typename T>
+__global__ void __launch_bounds__(kBackwardThreads)
+embedding_backward_kernel(const T *__restrict__ dout, const int32_t *__restrict__ ids,
+                          float *__restrict__ dtable, int64_t num_ids, int64_t dim,
+                          int64_t vocab, int64_t col_tiles, int64_t rows_per_part,
+                          int64_t items) {
+  const int lane = threadIdx.x & 31;
+  const int64_t warps = (int64_t)gridDim.x * (blockDim.x >> 5);
+  for (int64_t item = blockIdx.x * (int64_t)(blockDim.x >> 5) + (threadIdx.x >> 5); item < items;
+       item += warps) {
+    const int64_t c0 = (item % col_tiles) * kBackwardTile + lane;
+    const int64_t v0 = (item / col_tiles) * rows_per_part;
+    const int64_t v1 = v0 + rows_per_part < vocab ? v0 + rows_per_part : vocab;
+    int64_t current = -1; /* dtable row held in acc */
+    float acc[kBackwardCols];
+    for (int k = 0; k < kBackwardCols; k++) acc[k] = 0.0f;
+    for (int64_t base = 0; base < num_ids; base += 32) {
+      const int32_t id = base + lane < num_ids ? ids[base + lane] : -1;
+      unsigned int mask = __ballot_sync(0xffffffffu, id >= v0 && id < v1);
+      while (mask != 0u) {
+        const int j = __ffs(mask) - 1;
+        mask &= mask - 1u;
+        const int64_t row = __shfl_sync(0xffffffffu, id, j); /* the warp's common row */
+        if (row != current) {
+          if (current >= 0) {
+#pragma unroll
+            for (int k = 0; k < kBackwardCols; k++)
+              if (c0 + 32 * k < dim) dtable[current * dim + c0 + 32 * k] = acc[k];
+          }
+#pragma unroll
+          for (int k = 0; k < kBackwardCols; k++)
+            if (c0 + 32 * k < dim) acc[k] = dtable[row * dim + c0 + 32 * k];
+          current = row;
+        }
+        const T *g = dout + (base + j) * dim;
+#pragma unroll
+        for (int k = 0; k < kBackwardCols; k++)
+          if (c0 + 32 * k < dim) acc[k] += to_f32(g[c0 + 32 * k]);
+      }
+    }
+    if (current >= 0) {
+#pragma unroll
+      for (int k = 0; k < kBackwardCols; k++)
+        if (c0 + 32 * k < dim) dtable[current * dim + c0 + 32 * k] = acc[k];
+    }
+  }
+}
+
+/* Reference: a thread per column, every id in order, read-modify-write in global memory. */
+template <typename T>
+__global__ void embedding_backward_ref(const T *dout, const int32_t *ids, float *dtable,
+                                       int64_t num_ids, int64_t dim, int64_t vocab) {
+  const int64_t c = blockIdx.x * (int64_t)blockDim.x + threadIdx.x;
+  if (c >= dim) return;
+  for (int64_t i = 0; i < num_ids; i++) {
+    const int64_t id = ids[i];
+    if (id >= 0 && id < vocab) dtable[id * dim + c] += to_f32(dout[i * dim + c]);
+  }
+}
+
+template <typename U>
+static void launch_embedding_forward(const void *table, const int32_t *ids, void *out,
+                                     int64_t num_ids, int64_t vocab, int64_t row_bytes,
+                                     cudaStream_t stream) {
+  const unsigned int blocks = blocks_for(num_ids, kForwardThreads / 32);
+  embedding_forward_kernel<<<blocks, kForwardThreads, 0, stream>>>(
+      (const U *)table, ids, (U *)out, num_ids, vocab, row_bytes / (int64_t)sizeof(U));
+}
+
+static bool aligned_to(const void *p, uintptr_t bytes) { return ((uintptr_t)p % bytes) == 0; }
+
+static bool ranges_overlap(const void *a, int64_t a_bytes, const void *b, int64_t b_bytes) {
+  if (a == nullptr || b == nullptr || a_bytes == 0 || b_bytes == 0) return false;
+  uintptr_t x = (uintptr_t)a, y = (uintptr_t)b;
+  return x < y + (uintptr_t)b_bytes && y < x + (uintptr_t)a_bytes;
+}
+
+}  // namespace moe4j
+
+using namespace moe4j;
+
+extern "C" {
+
+int32_t moe4j_cuda_embedding_forward(int32_t dtype, const void *table, const int32_t *ids,
+                                     void *out, int64_t num_ids, int64_t vocab, int64_t dim,
+                                     void *stream) {
+  const char *fn = "moe4j_cuda_embedding_forward";
+  ArgCheck chk(fn);
+  chk.float_dtype("dtype", dtype).non_negative("num_ids", num_ids).non_negative("vocab", vocab)
+      .non_negative("dim", dim).product_fits("num_ids * dim", num_ids, dim)
+      .product_fits("vocab * dim", vocab, dim);
+  if (chk.failed()) return chk.status();
+  const int64_t es = dtype_size(dtype);
+  const int64_t out_bytes = num_ids * dim * es, table_bytes = vocab * dim * es;
+  chk.buffer("table", table, vocab * dim, dtype).buffer("ids", ids, num_ids, MOE4J_DTYPE_I32)
+      .buffer("out", out, num_ids * dim, dtype)
+      .require(!ranges_overlap(out, out_bytes, table, table_bytes), "out and table overlap")
+      .require(!ranges_overlap(out, out_bytes, ids, num_ids * 4), "out and ids overlap");
+  if (chk.failed()) return chk.status();
+  if (out_bytes == 0) return MOE4J_OK;
+  const int64_t row_bytes = dim * es;
+  /* table may be NULL (vocab == 0): every row is then out of range and written as zeros */
+  const bool table_ok16 = table == nullptr || aligned_to(table, 16);
+  const bool table_ok4 = table == nullptr || aligned_to(table, 4);
+  if (row_bytes % 16 == 0 && table_ok16 && aligned_to(out, 16))
+    launch_embedding_forward<uint4>(table, ids, out, num_ids, vocab, row_bytes, as_stream(stream));
+  else if (row_bytes % 4 == 0 && table_ok4 && aligned_to(out, 4))
+    launch_embedding_forward<uint32_t>(table, ids, out, num_ids, vocab, row_bytes, as_stream(stream));
+  else
+    launch_embedding_forward<uint16_t>(table, ids, out, num_ids, vocab, row_bytes, as_stream(stream));
+  return check_launch(fn, "embedding_forward_kernel");
+}
+
+int32_t moe4j_cuda_embedding_backward(int32_t dtype, const void *dout, const int32_t *ids,
+                                      float *dtable, int64_t num_ids, int64_t vocab, int64_t dim,
+                                      int32_t accumulate, void *stream) {
+  const char *fn = "moe4j_cuda_embedding_backward";
+  ArgCheck chk(fn);
+  chk.float_dtype("dtype", dtype).non_negative("num_ids", num_ids).non_negative("vocab", vocab)
+      .non_negative("dim", dim).product_fits("num_ids * dim", num_ids, dim)
+      .product_fits("vocab * dim", vocab, dim);
+  if (chk.failed()) return chk.status();
+  const int64_t dtable_bytes = vocab * dim * 4;
+  chk.buffer("dout", dout, num_ids * dim, dtype).buffer("ids", ids, num_ids, MOE4J_DTYPE_I32)
+      .buffer("dtable", dtable, vocab * dim, MOE4J_DTYPE_F32)
+      .require(!ranges_overlap(dtable, dtable_bytes, dout, num_ids * dim * dtype_size(dtype)),
+               "dtable and dout overlap")
+      .require(!ranges_overlap(dtable, dtable_bytes, ids, num_ids * 4), "dtable and ids overlap");
+  if (chk.failed()) return chk.status();
+  if (dtable_bytes == 0) return MOE4J_OK;
+  cudaStream_t s = as_stream(stream);
+  if (!accumulate) {
+    int32_t st = cuda_status(cudaMemsetAsync(dtable, 0, (size_t)dtable_bytes, s), fn,
+                             "cudaMemsetAsync");
+    if (st != MOE4J_OK) return st;
+  }
+  if (num_ids == 0) return MOE4J_OK;
+
+  if (reference_kernels_enabled()) {
+    const unsigned int blocks = blocks_for(dim, kBackwardThreads, INT32_MAX);
+    if (dtype == MOE4J_DTYPE_BF16)
+      embedding_backward_ref<<<blocks, kBackwardThreads, 0, s>>>((const bf16_t *)dout, ids,
+                                                                  dtable, num_ids, dim, vocab);
+    else
+      embedding_backward_ref<<<blocks, kBackwardThreads, 0, s>>>((const float *)dout, ids,
+                                                                  dtable, num_ids, dim, vocab);
+    return check_launch(fn, "embedding_backward_ref");
+  }
+
+  int device = 0, sms = 0;
+  int32_t st = cuda_status(cudaGetDevice(&device), fn, "cudaGetDevice");
+  if (st == MOE4J_OK)
+    st = cuda_status(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device), fn,
+                     "cudaDeviceGetAttribute");
+  if (st != MOE4J_OK) return st;
+  /* Enough (column tile, vocab partition) items to fill the GPU; more partitions mean more id
+   * scanning per column but shorter serial chains per warp. */
+  const int64_t col_tiles = (dim + kBackwardTile - 1) / kBackwardTile;
+  int64_t parts = ((int64_t)sms * kBackwardWarpsPerSm + col_tiles - 1) / col_tiles;
+  if (parts > vocab) parts = vocab;
+  if (parts < 1) parts = 1;
+  const int64_t rows_per_part = (vocab + parts - 1) / parts;
+  parts = (vocab + rows_per_part - 1) / rows_per_part;
+  const int64_t items = col_tiles * parts;
+  const unsigned int blocks = blocks_for(items, kBackwardThreads / 32);
+  if (dtype == MOE4J_DTYPE_BF16)
+    embedding_backward_kernel<<<blocks, kBackwardThreads, 0, s>>>(
+        (const bf16_t *)dout, ids, dtable, num_ids, dim, vocab, col_tiles, rows_per_part, items);
+  else
+    embedding_backward_kernel<<<blocks, kBackwardThreads, 0, s>>>(
+        (const float *)dout, ids, dtable, num_ids, dim, vocab, col_tiles, rows_per_part, items);
+  return check_launch(fn, "embedding_backward_kernel");
+}
+
+}  // extern "C"
