@@ -8,7 +8,7 @@
  * host round trip. bias1 = 1 - beta1^step and bias2 = 1 - beta2^step are computed by the launcher
  * in double and passed as float.
  *
- * Why this shape: the step is purely memory bound (16-18 bytes read and 12-14 written per
+ * Why this shape: the step is purely memory bound (14-16 bytes read and 12-16 written per
  * element), so the only thing that matters is full-width memory transactions. adamw_step_kernel is
  * a grid-stride loop over groups of 4 elements with 16-byte loads/stores (8-byte for 4 bf16/f16)
  * when every pointer is aligned for that, then a bounds-checked scalar tail; misaligned pointers
@@ -169,12 +169,6 @@ static void launch_adamw_copy(float *param, const G *grad, float *m, float *v, i
       launch_adamw(param, grad, m, v, (f16_t *)param_copy, n, h, grad_scale, stream);
       break;
   }
-}
-
-static bool ranges_overlap(const void *a, int64_t a_bytes, const void *b, int64_t b_bytes) {
-  if (a == nullptr || b == nullptr || a_bytes == 0 || b_bytes == 0) return false;
-  uintptr_t x = (uintptr_t)a, y = (uintptr_t)b;
-  return x < y + (uintptr_t)b_bytes && y < x + (uintptr_t)a_bytes;
 }
 
 }  // namespace moe4j

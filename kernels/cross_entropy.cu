@@ -224,12 +224,6 @@ static int cross_entropy_threads(int64_t vocab, int64_t elements_per_pack) {
   return (int)(t < kCrossEntropyMaxThreads ? t : kCrossEntropyMaxThreads);
 }
 
-static bool ranges_overlap(const void *a, int64_t a_bytes, const void *b, int64_t b_bytes) {
-  if (a == nullptr || b == nullptr || a_bytes == 0 || b_bytes == 0) return false;
-  uintptr_t x = (uintptr_t)a, y = (uintptr_t)b;
-  return x < y + (uintptr_t)b_bytes && y < x + (uintptr_t)a_bytes;
-}
-
 template <typename T>
 static void launch_cross_entropy_forward(const void *logits, const int32_t *targets,
                                          float *losses, float *lse, int64_t rows, int64_t vocab,

@@ -111,7 +111,9 @@ int32_t moe4j_cuda_cast(int32_t src_dtype, const void *src, int32_t dst_dtype, v
   const char *fn = "moe4j_cuda_cast";
   ArgCheck chk(fn);
   chk.castable_dtype("src_dtype", src_dtype).castable_dtype("dst_dtype", dst_dtype)
-      .non_negative("n", n).buffer("src", src, n, src_dtype).buffer("dst", dst, n, dst_dtype);
+      .non_negative("n", n).buffer("src", src, n, src_dtype).buffer("dst", dst, n, dst_dtype)
+      .require(!ranges_overlap(src, n * dtype_size(src_dtype), dst, n * dtype_size(dst_dtype)),
+               "src and dst overlap");
   if (chk.failed()) return chk.status();
   if (n == 0) return MOE4J_OK;
   switch (src_dtype) {

@@ -128,12 +128,6 @@ static void launch_sum_squares(const T *x, int64_t n, float *out, cudaStream_t s
     sum_squares_kernel<<<1, kSumSquaresThreads, 0, stream>>>(x, n, out);
 }
 
-static bool ranges_overlap(const void *a, int64_t a_bytes, const void *b, int64_t b_bytes) {
-  if (a == nullptr || b == nullptr || a_bytes == 0 || b_bytes == 0) return false;
-  uintptr_t x = (uintptr_t)a, y = (uintptr_t)b;
-  return x < y + (uintptr_t)b_bytes && y < x + (uintptr_t)a_bytes;
-}
-
 }  // namespace moe4j
 
 using namespace moe4j;

@@ -94,14 +94,17 @@ MOE4J_HD int64_t rmsnorm_dweight_block_rows(int64_t rows) {
   return b < kRmsMinBlockRows ? kRmsMinBlockRows : b;
 }
 
-/* The fixed pairwise tree over the lanes; returns the row total. */
+/* The fixed pairwise tree over the lanes (lane l += lane l + 8, then + 4, + 2, + 1); returns the
+ * row total. Written out so every index is a constant (registers on the GPU). */
+static_assert(kRmsLanes == 16, "rmsnorm_combine_lanes is written for 16 lanes");
 MOE4J_HD float rmsnorm_combine_lanes(float *acc) {
   MOE4J_UNROLL
-  for (int w = kRmsLanes / 2; w > 0; w /= 2) {
-    MOE4J_UNROLL
-    for (int l = 0; l < w; l++) acc[l] = add_rn(acc[l], acc[l + w]);
-  }
-  return acc[0];
+  for (int l = 0; l < 8; l++) acc[l] = add_rn(acc[l], acc[l + 8]);
+  MOE4J_UNROLL
+  for (int l = 0; l < 4; l++) acc[l] = add_rn(acc[l], acc[l + 4]);
+  acc[0] = add_rn(acc[0], acc[2]);
+  acc[1] = add_rn(acc[1], acc[3]);
+  return add_rn(acc[0], acc[1]);
 }
 
 /* sum(x^2) over a row in the fixed lane order. */

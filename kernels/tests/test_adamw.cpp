@@ -4,7 +4,8 @@
  * update, same compiler, element-wise). CUDA vs CPU: sqrtf and '/' are IEEE correctly rounded on
  * both (no fast-math), but nvcc and the AVX2/AVX-512 CPU clones may contract different a*b + c
  * into FMAs, so each rounding in the update can differ by 1 ulp: we allow 8 ulp, or an absolute
- * floor where the value comes out of a cancellation (m near 0, param near 0). The param copy is
+ * floor where the value comes out of a cancellation (m near 0: 1e-6 ~ 10 ulp of its O(0.1) terms;
+ * param near 0: 1e-5 * lr, the update being ~lr with a few-ulp error). The param copy is
  * checked bitwise against rounding the GPU's own f32 param. */
 #include <string.h>
 
@@ -119,8 +120,10 @@ bool same_bits(const std::vector<float> &a, const std::vector<float> &b) {
 TEST_CASE(fast_and_reference_match_cpu_twin) {
   Hyper h;
   for (int64_t n : {1, 3, 4, 5, 255, 1023, 16385, 1000003}) {
+    /* mid-training state, all nonzero so a misplaced m/v load shows; v >= 1e-3 keeps
+     * sqrt(v_hat) >= ~0.5, so the few-ulp m differences near cancellation stay tiny in the update */
     State init{check::randn(n, 500 + n), check::randn(n, 501 + n, 0.1f), check::randn(n, 502 + n, 0.1f), {}};
-    for (auto &x : init.v) x = x * x;
+    for (auto &x : init.v) x = x * x + 1e-3f;
     for (int32_t gdt : {MOE4J_DTYPE_F32, MOE4J_DTYPE_BF16}) {
       auto grads = make_grads(gdt, n, 3, 600 + n);
       State cpu = run_cpu(init, gdt, grads, n, h, nullptr);
@@ -130,7 +133,7 @@ TEST_CASE(fast_and_reference_match_cpu_twin) {
         CHECK(same_bits(fast.p, ref.p) && same_bits(fast.m, ref.m) && same_bits(fast.v, ref.v));
         CHECK(fast.copy == ref.copy);
         check_close(fast.p, cpu.p, 1e-5 * h.lr, "param", __LINE__); /* update error ~ ulps of lr */
-        check_close(fast.m, cpu.m, 1e-7, "m", __LINE__);            /* cancellation of O(0.1) terms */
+        check_close(fast.m, cpu.m, 1e-6, "m", __LINE__);            /* ~10 ulp of the O(0.1) terms */
         check_close(fast.v, cpu.v, 1e-12, "v", __LINE__);
       }
     }
@@ -179,7 +182,7 @@ TEST_CASE(grad_scale_is_read_from_device_memory) {
     State g = run_gpu(init, MOE4J_DTYPE_F32, grads, MOE4J_DTYPE_BF16, false, n, h, &scale, 0, reference);
     State c = run_cpu(init, MOE4J_DTYPE_F32, grads, n, h, &scale);
     check_close(g.p, c.p, 1e-5 * h.lr, "param", __LINE__);
-    check_close(g.m, c.m, 1e-7, "m", __LINE__);
+    check_close(g.m, c.m, 1e-6, "m", __LINE__);
     check_close(g.v, c.v, 1e-12, "v", __LINE__);
   }
 }
@@ -209,7 +212,7 @@ TEST_CASE(clip_coefficient_feeds_the_step_without_host_round_trip) {
   auto dclip_host = dclip.download();
   CHECK(ulp_distance(dclip_host[1], clip[1]) <= 1); /* sums agree to an ulp (see test_grad_norm) */
   check_close(dp.download(), p, 1e-5 * h.lr, "param", __LINE__);
-  check_close(dm.download(), m, 1e-7, "m", __LINE__);
+  check_close(dm.download(), m, 1e-6, "m", __LINE__);
 }
 
 TEST_CASE(bad_arguments_fail_without_launch) {

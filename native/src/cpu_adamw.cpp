@@ -75,12 +75,6 @@ void adamw_dispatch_copy(float *param, const G *grad, float *m, float *v, int32_
   }
 }
 
-bool ranges_overlap(const void *a, int64_t a_bytes, const void *b, int64_t b_bytes) {
-  if (a == nullptr || b == nullptr || a_bytes == 0 || b_bytes == 0) return false;
-  uintptr_t x = (uintptr_t)a, y = (uintptr_t)b;
-  return x < y + (uintptr_t)b_bytes && y < x + (uintptr_t)a_bytes;
-}
-
 }  // namespace
 
 extern "C" {

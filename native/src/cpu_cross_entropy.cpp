@@ -26,12 +26,6 @@ namespace {
 /* Elements each lane takes per tile in the forward pass (one rescale per tile). */
 constexpr int kPerLane = 8;
 
-bool ranges_overlap(const void *a, int64_t a_bytes, const void *b, int64_t b_bytes) {
-  if (a == nullptr || b == nullptr || a_bytes == 0 || b_bytes == 0) return false;
-  uintptr_t x = (uintptr_t)a, y = (uintptr_t)b;
-  return x < y + (uintptr_t)b_bytes && y < x + (uintptr_t)a_bytes;
-}
-
 /* Fails `chk` naming the first target that is neither ignore_index nor in [0, vocab). */
 void check_targets(ArgCheck &chk, const int32_t *targets, int64_t rows, int64_t vocab,
                    int32_t ignore_index) {

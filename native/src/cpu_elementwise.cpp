@@ -98,9 +98,8 @@ int32_t moe4j_cpu_cast(int32_t src_dtype, const void *src, int32_t dst_dtype, vo
   chk.castable_dtype("src_dtype", src_dtype).castable_dtype("dst_dtype", dst_dtype)
       .non_negative("n", n).buffer("src", src, n, src_dtype).buffer("dst", dst, n, dst_dtype);
   if (chk.failed()) return chk.status();
-  int64_t widest = dtype_size(src_dtype) > dtype_size(dst_dtype) ? dtype_size(src_dtype)
-                                                                 : dtype_size(dst_dtype);
-  chk.no_overlap("src", src, "dst", dst, n * widest, false);
+  chk.require(!ranges_overlap(src, n * dtype_size(src_dtype), dst, n * dtype_size(dst_dtype)),
+              "src and dst overlap");
   if (chk.failed()) return chk.status();
   switch (src_dtype) {
     case MOE4J_DTYPE_F32: cast_from((const float *)src, dst_dtype, dst, n); break;

@@ -26,13 +26,6 @@ constexpr int64_t kEmbeddingTile = 256;
 /* Below this many dout elements the backward runs on one thread (OpenMP start-up dominates). */
 constexpr int64_t kEmbeddingParallelMin = 1 << 15;
 
-/* Do the byte ranges [a, a + a_bytes) and [b, b + b_bytes) overlap? Empty ranges never do. */
-bool ranges_overlap(const void *a, int64_t a_bytes, const void *b, int64_t b_bytes) {
-  if (a == nullptr || b == nullptr || a_bytes == 0 || b_bytes == 0) return false;
-  uintptr_t x = (uintptr_t)a, y = (uintptr_t)b;
-  return x < y + (uintptr_t)b_bytes && y < x + (uintptr_t)a_bytes;
-}
-
 /* Fails `chk` naming the first id outside [0, vocab). */
 void check_ids(ArgCheck &chk, const int32_t *ids, int64_t num_ids, int64_t vocab) {
   if (chk.failed()) return;

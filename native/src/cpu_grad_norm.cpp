@@ -61,12 +61,6 @@ double sum_squares_blocks(const T *x, int64_t n, double *block_totals) {
   return total;
 }
 
-bool ranges_overlap(const void *a, int64_t a_bytes, const void *b, int64_t b_bytes) {
-  if (a == nullptr || b == nullptr || a_bytes == 0 || b_bytes == 0) return false;
-  uintptr_t x = (uintptr_t)a, y = (uintptr_t)b;
-  return x < y + (uintptr_t)b_bytes && y < x + (uintptr_t)a_bytes;
-}
-
 }  // namespace
 
 extern "C" {

@@ -14,7 +14,6 @@
  */
 /* No FMA contraction in this file: the AVX2/AVX-512 clones would fuse a*b+c while the baseline
  * clone cannot, and the variants would round differently (see rmsnorm_math.h). */
-#pragma GCC optimize("fp-contract=off")
 
 #include <stdlib.h>
 

@@ -126,10 +126,8 @@ ArgCheck &ArgCheck::buffer(const char *name, const void *ptr, int64_t count, int
 
 ArgCheck &ArgCheck::no_overlap(const char *a_name, const void *a, const char *b_name,
                                const void *b, int64_t bytes, bool allow_same) {
-  if (failed() || bytes == 0 || a == nullptr || b == nullptr) return *this;
-  if (allow_same && a == b) return *this;
-  uintptr_t x = (uintptr_t)a, y = (uintptr_t)b;
-  if (x < y + (uintptr_t)bytes && y < x + (uintptr_t)bytes) {
+  if (failed() || (allow_same && a == b)) return *this;
+  if (ranges_overlap(a, bytes, b, bytes)) {
     status_ = fail(MOE4J_ERR_INVALID_ARGUMENT, "%s: %s and %s overlap (%lld bytes each)%s", fn_,
                    a_name, b_name, (long long)bytes, allow_same ? " and are not the same buffer" : "");
   }

@@ -23,6 +23,13 @@ const char *dtype_name(int32_t dtype);
 /* Element size in bytes, or 0 for an unknown code. */
 int64_t dtype_size(int32_t dtype);
 
+/* Do the byte ranges [a, a + a_bytes) and [b, b + b_bytes) overlap? Empty or NULL ranges never do. */
+inline bool ranges_overlap(const void *a, int64_t a_bytes, const void *b, int64_t b_bytes) {
+  if (a == nullptr || b == nullptr || a_bytes <= 0 || b_bytes <= 0) return false;
+  uintptr_t x = (uintptr_t)a, y = (uintptr_t)b;
+  return x < y + (uintptr_t)b_bytes && y < x + (uintptr_t)a_bytes;
+}
+
 class ArgCheck {
  public:
   explicit ArgCheck(const char *function) : fn_(function) { clear_error(); }

@@ -25,13 +25,15 @@ import org.openjdk.jmh.util.Statistics;
  * median and mean time, the JMH score error (99.9% confidence half-width), min..max over the
  * measurement iterations, the achieved GB/s (bytes moved per op / median time, bytes counted as
  * in each benchmark's {@code bytesMoved}-style method) and the fraction of the copy bandwidth
- * measured in the same run; for the JNA benchmarks, ns per call.
+ * measured in the same run ("of copy", the largest copy) and of the in-place read-modify-write
+ * bandwidth ("of rmw", the largest {@code scaleInPlace}); for the JNA benchmarks, ns per call.
  *
  * <pre>
  * java -cp bench/target/benchmarks.jar io.moe4j.bench.BandwidthReport [options] [regex ...]
  *   regex ...        JMH include patterns (default: every benchmark in io.moe4j.bench);
- *                    the copy benchmark is added when no pattern selects it
- *   --no-copy        do not add the copy benchmark
+ *                    the copy benchmarks (copy, scaleInPlace) are added when no pattern
+ *                    selects the copy
+ *   --no-copy        do not add them
  *   -p name=v1,v2    override a @Param (e.g. -p shape=8192x4096)
  *   --quick          1 warmup + 2 measurement iterations of 1 s (smoke test, not for reporting)
  *   --json FILE      also write JMH's JSON results to FILE
@@ -40,6 +42,7 @@ import org.openjdk.jmh.util.Statistics;
 public final class BandwidthReport {
 
   private static final String COPY = "io.moe4j.bench.CopyBandwidthBench.copy";
+  private static final String IN_PLACE = "io.moe4j.bench.CopyBandwidthBench.scaleInPlace";
 
   private BandwidthReport() {}
 
@@ -71,7 +74,7 @@ public final class BandwidthReport {
     }
     if (includes.isEmpty()) includes.add("io\\.moe4j\\.bench\\..*");
     if (addCopy && includes.stream().noneMatch(r -> java.util.regex.Pattern.compile(r).matcher(COPY).find()))
-      includes.add("io\\.moe4j\\.bench\\.CopyBandwidthBench\\.copy");
+      includes.add("io\\.moe4j\\.bench\\.CopyBandwidthBench\\.");
 
     ChainedOptionsBuilder options = new OptionsBuilder();
     for (String r : includes) options.include(r);
@@ -181,27 +184,19 @@ public final class BandwidthReport {
   }
 
   static String table(Collection<RunResult> results) {
-    // Reference: the copy with the largest buffers.
-    double copyGbps = Double.NaN;
-    long copyBytes = -1;
-    for (RunResult r : results) {
-      BenchmarkParams p = r.getParams();
-      if (!p.getBenchmark().equals(COPY)) continue;
-      Result<?> res = r.getPrimaryResult();
-      long bytes = bytesPerOp(p).getAsLong();
-      if (bytes > copyBytes) {
-        copyBytes = bytes;
-        copyGbps = bytes / (res.getStatistics().getPercentile(50) * secondsPerUnit(res.getScoreUnit())) / 1e9;
-      }
-    }
+    // References: the copy (and the in-place scale) with the largest buffers.
+    double[] copy = reference(results, COPY);
+    double[] inPlace = reference(results, IN_PLACE);
+    double copyGbps = copy[1];
+    double inPlaceGbps = inPlace[1];
 
     StringBuilder out = new StringBuilder();
     out.append(
         String.format(
             Locale.ROOT,
-            "| %-58s | %-6s | %10s | %10s | %10s | %-21s | %8s | %8s |%n",
-            "benchmark", "unit", "median", "mean", "error", "min..max", "GB/s", "of copy"));
-    out.append("|").append("-".repeat(60)).append("|--------|------------|------------|------------|-----------------------|----------|----------|\n");
+            "| %-58s | %-6s | %10s | %10s | %10s | %-21s | %8s | %8s | %8s |%n",
+            "benchmark", "unit", "median", "mean", "error", "min..max", "GB/s", "of copy", "of rmw"));
+    out.append("|").append("-".repeat(60)).append("|--------|------------|------------|------------|-----------------------|----------|----------|----------|\n");
     double javaNs = Double.NaN;
     double jnaNs = Double.NaN;
     for (RunResult r : results) {
@@ -213,17 +208,19 @@ public final class BandwidthReport {
       OptionalLong bytes = bytesPerOp(p);
       String gbps = "-";
       String frac = "-";
+      String fracRmw = "-";
       if (bytes.isPresent()) {
         double g = bytes.getAsLong() / (median * secondsPerUnit(unit)) / 1e9;
         gbps = String.format(Locale.ROOT, "%.2f", g);
         if (!Double.isNaN(copyGbps)) frac = String.format(Locale.ROOT, "%.2f", g / copyGbps);
+        if (!Double.isNaN(inPlaceGbps)) fracRmw = String.format(Locale.ROOT, "%.2f", g / inPlaceGbps);
       }
       if (p.getBenchmark().endsWith("JnaOverheadBench.jnaNoop")) jnaNs = median * secondsPerUnit(unit) * 1e9;
       if (p.getBenchmark().endsWith("JnaOverheadBench.javaStaticEmpty")) javaNs = median * secondsPerUnit(unit) * 1e9;
       out.append(
           String.format(
               Locale.ROOT,
-              "| %-58s | %-6s | %10s | %10s | %10s | %-21s | %8s | %8s |%n",
+              "| %-58s | %-6s | %10s | %10s | %10s | %-21s | %8s | %8s | %8s |%n",
               label(p),
               unit,
               fmt(median),
@@ -231,7 +228,8 @@ public final class BandwidthReport {
               "±" + fmt(res.getScoreError()),
               fmt(st.getMin()) + ".." + fmt(st.getMax()),
               gbps,
-              frac));
+              frac,
+              fracRmw));
     }
     out.append('\n');
     out.append("GB/s = bytes moved per op (read + written, see each benchmark's bytes method) / median time.\n");
@@ -240,8 +238,15 @@ public final class BandwidthReport {
           String.format(
               Locale.ROOT,
               "copy bandwidth reference (largest copy, %d MiB per buffer): %.2f GB/s%n",
-              copyBytes / 2 >> 20,
+              (long) copy[0] / 2 >> 20,
               copyGbps));
+    if (!Double.isNaN(inPlaceGbps))
+      out.append(
+          String.format(
+              Locale.ROOT,
+              "in-place (rmw) reference (largest scaleInPlace, %d MiB): %.2f GB/s%n",
+              (long) inPlace[0] / 2 >> 20,
+              inPlaceGbps));
     if (!Double.isNaN(jnaNs))
       out.append(
           String.format(
@@ -252,6 +257,22 @@ public final class BandwidthReport {
                   ? ""
                   : String.format(Locale.ROOT, "; empty non-inlined Java static call: %.2f ns; overhead %.2f ns/call", javaNs, jnaNs - javaNs)));
     return out.toString();
+  }
+
+  /** {bytes per op, GB/s at the median} of the largest run of {@code benchmark}, or NaN. */
+  private static double[] reference(Collection<RunResult> results, String benchmark) {
+    double[] best = {-1, Double.NaN};
+    for (RunResult r : results) {
+      BenchmarkParams p = r.getParams();
+      if (!p.getBenchmark().equals(benchmark)) continue;
+      Result<?> res = r.getPrimaryResult();
+      long bytes = bytesPerOp(p).getAsLong();
+      if (bytes > best[0]) {
+        best[0] = bytes;
+        best[1] = bytes / (res.getStatistics().getPercentile(50) * secondsPerUnit(res.getScoreUnit())) / 1e9;
+      }
+    }
+    return best;
   }
 
   private static String fmt(double v) {

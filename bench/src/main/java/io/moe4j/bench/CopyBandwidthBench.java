@@ -24,7 +24,8 @@ import org.openjdk.jmh.annotations.Warmup;
  * STREAM-like copy: {@code moe4j_cpu_copy(src, dst, bytes)} (OpenMP-parallel memcpy in 16 KiB
  * pieces) on buffers far larger than the caches. This is the memory-bandwidth ceiling the other
  * benchmarks are compared with. Bytes moved per op: {@link #bytesMoved(long)} = read + write =
- * 2 x buffer (STREAM convention; the write-allocate read of dst is not counted).
+ * 2 x buffer (STREAM convention; the write-allocate read of dst that ordinary stores cause is not
+ * counted, so the DRAM traffic is really about 3 x buffer).
  *
  * <p>lscpu reports a 480 MiB L3 on this VM, but a copy sweep shows the effective last-level
  * cache for these 2 vCPUs is well below 128 MiB (bandwidth flat from 128 MiB per buffer up); 256
@@ -65,6 +66,18 @@ public class CopyBandwidthBench {
   @Benchmark
   public void copy() {
     CpuNative.check(CpuNative.moe4j_cpu_copy(src.address(), dst.address(), bytes));
+  }
+
+  /**
+   * Second reference: in-place read-modify-write of one buffer ({@code moe4j_cpu_scale} F32 with
+   * alpha = 1, x == out), bytes {@link #bytesMoved(long)} = read + write of the buffer. Unlike the
+   * copy, the written lines are already in cache when stored, so there is no write-allocate read:
+   * this is the ceiling for in-place kernels such as AdamW (param, m, v updated in place), whose
+   * counted bytes can exceed the copy's.
+   */
+  @Benchmark
+  public void scaleInPlace() {
+    CpuNative.check(CpuNative.moe4j_cpu_scale(DType.F32.code(), src.address(), src.address(), bytes / 4, 1.0f));
   }
 
   @TearDown(Level.Trial)

@@ -12,6 +12,7 @@ import io.moe4j.tensor.Tensor;
 import java.util.List;
 import org.junit.jupiter.api.AfterAll;
 import org.junit.jupiter.api.BeforeAll;
+import org.junit.jupiter.api.BeforeEach;
 import org.junit.jupiter.api.Tag;
 import org.junit.jupiter.api.Test;
 
@@ -24,10 +25,16 @@ class CudaOpsTest {
 
   @BeforeAll
   static void open() {
-    CudaSupport.Status s = CudaSupport.probe();
-    assumeTrue(s.available(), () -> "cuda unavailable: " + s.reason());
+    if (!CudaSupport.probe().available()) return;
     cpu = Backends.cpu();
     cuda = Backends.cuda(0);
+  }
+
+  /** Per test, so each is reported skipped (with the reason) rather than silently absent. */
+  @BeforeEach
+  void requireGpu() {
+    CudaSupport.Status s = CudaSupport.probe();
+    assumeTrue(s.available(), () -> "cuda unavailable: " + s.reason());
   }
 
   @AfterAll
