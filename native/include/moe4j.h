@@ -62,6 +62,10 @@ MOE4J_API int32_t moe4j_cpu_num_threads(void);
 /* Does nothing; measures the JNA call overhead. */
 MOE4J_API int32_t moe4j_cpu_noop(void);
 
+/* Runs a register-only FMA loop on every thread for `seconds` with the widest vector unit and
+ * writes the achieved GFLOP/s: the measured peak that benchmarks report fractions of. */
+MOE4J_API int32_t moe4j_cpu_measure_fma_peak(double seconds, double *out_gflops);
+
 /* Host memory, 64-byte aligned (AVX-512 lines). *out_address receives the address. */
 MOE4J_API int32_t moe4j_cpu_alloc(int64_t bytes, int64_t *out_address);
 MOE4J_API int32_t moe4j_cpu_free(void *ptr);
@@ -142,6 +146,47 @@ MOE4J_API int32_t moe4j_cpu_sum_squares(int32_t dtype, const void *x, int64_t n,
 MOE4J_API int32_t moe4j_cpu_clip_coefficient(const float *partials, int64_t count, float max_norm,
                                              float *out);
 
+/* ---- Grouped-expert GEMM (dense GEMM is the one-group case) -------------------------------
+ * Rows of x are sorted by group: group e owns rows offsets[e] .. offsets[e+1]. offsets: I64
+ * [num_groups + 1], offsets[0] == 0, non-decreasing, offsets[num_groups] == total_rows (on CUDA a
+ * device array that the host never reads). offsets == NULL means one group of all rows (dense
+ * GEMM; num_groups must be 1). Weights are HF [out, in] per group: w [num_groups, n, k].
+ * in_dtype (x, w, dy): F32 | BF16, accumulated in f32; out_dtype: F32 | BF16. With accumulate != 0
+ * the result is added to the output (read in out_dtype, summed in f32, rounded once).
+ * Group sizes may be 0, smaller than a tile, or hold every row. */
+
+/* forward: y[t, :] (=|+=) row_scale[t] * (x[t, :] . w_e^T); x [T, k], y [T, n];
+ * row_scale F32 [T] (routing weights) or NULL for 1. */
+MOE4J_API int32_t moe4j_cpu_grouped_gemm_forward(int32_t in_dtype, const void *x, const void *w,
+                                                 int32_t out_dtype, void *y,
+                                                 const int64_t *offsets, int64_t num_groups,
+                                                 int64_t total_rows, int64_t n, int64_t k,
+                                                 const float *row_scale, int32_t accumulate);
+/* data gradient: dx[t, :] (=|+=) dy[t, :] . w_e; dy [T, n], dx [T, k]. */
+MOE4J_API int32_t moe4j_cpu_grouped_gemm_dgrad(int32_t in_dtype, const void *dy, const void *w,
+                                               int32_t out_dtype, void *dx,
+                                               const int64_t *offsets, int64_t num_groups,
+                                               int64_t total_rows, int64_t n, int64_t k,
+                                               int32_t accumulate);
+/* weight gradient: dw_e (=|+=) dy_e^T . x_e; dy [T, n], x [T, k], dw [num_groups, n, k] in
+ * out_dtype. A group with no rows gets zeros (or is left unchanged when accumulating). */
+MOE4J_API int32_t moe4j_cpu_grouped_gemm_wgrad(int32_t in_dtype, const void *dy, const void *x,
+                                               int32_t out_dtype, void *dw,
+                                               const int64_t *offsets, int64_t num_groups,
+                                               int64_t total_rows, int64_t n, int64_t k,
+                                               int32_t accumulate);
+/* forward with the SwiGLU epilogue fused: for a combined weight w13 [num_groups, 2f, k] (rows
+ * 0..f-1 gate, f..2f-1 up), g = x . w_gate^T, u = x . w_up^T, h = silu(g) * u; h [T, f].
+ * gate_up [T, 2f] (may be NULL) receives the pre-activations g|u per row for the backward, which
+ * is moe4j_*_swiglu_backward(gate_up, gate_up + f, dh, ..., in_stride = 2f) followed by dgrad and
+ * wgrad with n = 2f. */
+MOE4J_API int32_t moe4j_cpu_grouped_gemm_swiglu_forward(int32_t in_dtype, const void *x,
+                                                        const void *w13, int32_t out_dtype,
+                                                        void *h, void *gate_up,
+                                                        const int64_t *offsets,
+                                                        int64_t num_groups, int64_t total_rows,
+                                                        int64_t f, int64_t k);
+
 /* ======================================================================================
  * libmoe4j_cuda — same operations, device addresses, stream last.
  * ====================================================================================== */
@@ -210,6 +255,45 @@ MOE4J_API int32_t moe4j_cuda_sum_squares(int32_t dtype, const void *x, int64_t n
 /* partials, out: device F32 */
 MOE4J_API int32_t moe4j_cuda_clip_coefficient(const float *partials, int64_t count,
                                               float max_norm, float *out, void *stream);
+
+/* Grouped GEMM: same semantics as the moe4j_cpu_ versions; one launch for all groups, the
+ * tile schedule computed on the device from offsets (no host synchronization). */
+/* forward: y[t, :] (=|+=) row_scale[t] * (x[t, :] . w_e^T); x [T, k], y [T, n];
+ * row_scale F32 [T] (routing weights) or NULL for 1. */
+MOE4J_API int32_t moe4j_cuda_grouped_gemm_forward(int32_t in_dtype, const void *x, const void *w,
+                                                 int32_t out_dtype, void *y,
+                                                 const int64_t *offsets, int64_t num_groups,
+                                                 int64_t total_rows, int64_t n, int64_t k,
+                                                 const float *row_scale, int32_t accumulate, void *stream);
+/* data gradient: dx[t, :] (=|+=) dy[t, :] . w_e; dy [T, n], dx [T, k]. */
+MOE4J_API int32_t moe4j_cuda_grouped_gemm_dgrad(int32_t in_dtype, const void *dy, const void *w,
+                                               int32_t out_dtype, void *dx,
+                                               const int64_t *offsets, int64_t num_groups,
+                                               int64_t total_rows, int64_t n, int64_t k,
+                                               int32_t accumulate, void *stream);
+/* weight gradient: dw_e (=|+=) dy_e^T . x_e; dy [T, n], x [T, k], dw [num_groups, n, k] in
+ * out_dtype. A group with no rows gets zeros (or is left unchanged when accumulating). */
+MOE4J_API int32_t moe4j_cuda_grouped_gemm_wgrad(int32_t in_dtype, const void *dy, const void *x,
+                                               int32_t out_dtype, void *dw,
+                                               const int64_t *offsets, int64_t num_groups,
+                                               int64_t total_rows, int64_t n, int64_t k,
+                                               int32_t accumulate, void *stream);
+/* forward with the SwiGLU epilogue fused: for a combined weight w13 [num_groups, 2f, k] (rows
+ * 0..f-1 gate, f..2f-1 up), g = x . w_gate^T, u = x . w_up^T, h = silu(g) * u; h [T, f].
+ * gate_up [T, 2f] (may be NULL) receives the pre-activations g|u per row for the backward, which
+ * is moe4j_*_swiglu_backward(gate_up, gate_up + f, dh, ..., in_stride = 2f) followed by dgrad and
+ * wgrad with n = 2f. */
+MOE4J_API int32_t moe4j_cuda_grouped_gemm_swiglu_forward(int32_t in_dtype, const void *x,
+                                                        const void *w13, int32_t out_dtype,
+                                                        void *h, void *gate_up,
+                                                        const int64_t *offsets,
+                                                        int64_t num_groups, int64_t total_rows,
+                                                        int64_t f, int64_t k, void *stream);
+/* Baselines for benchmarks (cuBLAS loaded at run time; MOE4J_ERR_UNSUPPORTED when absent):
+ * dense c [m, n] = a [m, k] . b [n, k]^T with in_dtype inputs and out_dtype output, f32 compute. */
+MOE4J_API int32_t moe4j_cuda_cublas_gemm(int32_t in_dtype, const void *a, const void *b,
+                                         int32_t out_dtype, void *c, int64_t m, int64_t n,
+                                         int64_t k, void *stream);
 
 #ifdef __cplusplus
 }

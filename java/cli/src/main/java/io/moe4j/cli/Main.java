@@ -22,6 +22,8 @@ public final class Main {
       switch (args[0]) {
         case "info":
           return new InfoCommand().run(rest, out, err);
+        case "bench":
+          return new BenchCommand().run(rest, out, err);
         case "--version":
         case "version":
           out.println("moe4j " + io.moe4j.Moe4j.VERSION);
@@ -48,6 +50,7 @@ public final class Main {
     s.println();
     s.println("commands:");
     s.println("  info [--json]   version, libraries and build flags, CPU, GPUs, cuBLAS, backends");
+    s.println("  bench <suite>   benchmarks: gemm (--device D, --json FILE, --quick)");
     s.println("  version         print the version");
     s.println();
     s.println("Run 'moe4j <command> --help' for a command's options.");

@@ -35,6 +35,12 @@ public interface Backend extends AutoCloseable {
   /** New I32 tensor holding {@code values}. */
   Tensor fromInts(int[] values, long... shape);
 
+  /** New I64 tensor holding {@code values} (e.g. group offsets). */
+  Tensor fromLongs(long[] values, long... shape);
+
+  /** Contents of an I64 tensor. */
+  long[] toLongs(Tensor tensor);
+
   /** Contents as floats (converted from F32, BF16 or F16). */
   float[] toFloats(Tensor tensor);
 
@@ -144,6 +150,40 @@ public interface Backend extends AutoCloseable {
    * computed without a host round trip; returns F32 [2] = {norm, coefficient} on this device.
    */
   Tensor gradNormAndClipCoefficient(List<Tensor> grads, float maxNorm);
+
+  // ---- grouped-expert GEMM (dense GEMM is the one-group case) --------------------------------
+
+  /**
+   * Per group e (rows offsets[e]..offsets[e+1] of x, sorted by group): y_e (=|+=) rowScale ⊙ (x_e ·
+   * w_eᵀ). x [T, K] (F32|BF16), w [E, N, K] (same dtype; [N, K] when offsets is null), offsets I64
+   * [E + 1] on this device (null: one dense group), y [T, N] (F32|BF16), rowScale F32 [T] or null.
+   * On the GPU the offsets are not read by the host and cannot be validated there.
+   */
+  void groupedGemmForward(Tensor x, Tensor w, Tensor offsets, Tensor y, Tensor rowScale, boolean accumulate);
+
+  /** dx_e (=|+=) dy_e · w_e; dy [T, N], w [E, N, K], dx [T, K]. */
+  void groupedGemmDgrad(Tensor dy, Tensor w, Tensor offsets, Tensor dx, boolean accumulate);
+
+  /** dw_e (=|+=) dy_eᵀ · x_e; dy [T, N], x [T, K], dw [E, N, K] (F32|BF16); empty groups get zeros. */
+  void groupedGemmWgrad(Tensor dy, Tensor x, Tensor offsets, Tensor dw, boolean accumulate);
+
+  /**
+   * Forward through a combined gate/up weight w13 [E, 2F, K] (gate rows first) with the SwiGLU
+   * epilogue fused: h [T, F] = silu(x·w_gateᵀ) * (x·w_upᵀ). gateUp [T, 2F] (nullable) receives the
+   * pre-activations for {@link #swigluBackwardCombined}.
+   */
+  void groupedGemmSwigluForward(Tensor x, Tensor w13, Tensor offsets, Tensor h, Tensor gateUp);
+
+  /** Dense c (=|+=) a · bᵀ: a [M, K], b [N, K], c [M, N]. */
+  default void gemm(Tensor a, Tensor b, Tensor c, boolean accumulate) {
+    groupedGemmForward(a, b, null, c, null, accumulate);
+  }
+
+  /**
+   * The vendor BLAS dense GEMM c = a · bᵀ (cuBLAS on cuda), a benchmark baseline; throws
+   * {@link io.moe4j.runtime.Moe4jException} (UNSUPPORTED) where there is none.
+   */
+  void vendorGemm(Tensor a, Tensor b, Tensor c);
 
   @Override
   void close();

@@ -93,4 +93,42 @@ final class CpuKernels implements Kernels {
   public void clipCoefficient(long partials, long count, float maxNorm, long out) {
     check(CpuNative.moe4j_cpu_clip_coefficient(partials, count, maxNorm, out));
   }
+
+  @Override
+  public void groupedGemmForward(
+      int inDtype, long x, long w, int outDtype, long y, long offsets, long groups, long rows, long n, long k,
+      long rowScale, boolean accumulate) {
+    check(CpuNative.moe4j_cpu_grouped_gemm_forward(
+        inDtype, x, w, outDtype, y, offsets, groups, rows, n, k, rowScale, accumulate ? 1 : 0));
+  }
+
+  @Override
+  public void groupedGemmDgrad(
+      int inDtype, long dy, long w, int outDtype, long dx, long offsets, long groups, long rows, long n, long k,
+      boolean accumulate) {
+    check(CpuNative.moe4j_cpu_grouped_gemm_dgrad(
+        inDtype, dy, w, outDtype, dx, offsets, groups, rows, n, k, accumulate ? 1 : 0));
+  }
+
+  @Override
+  public void groupedGemmWgrad(
+      int inDtype, long dy, long x, int outDtype, long dw, long offsets, long groups, long rows, long n, long k,
+      boolean accumulate) {
+    check(CpuNative.moe4j_cpu_grouped_gemm_wgrad(
+        inDtype, dy, x, outDtype, dw, offsets, groups, rows, n, k, accumulate ? 1 : 0));
+  }
+
+  @Override
+  public void groupedGemmSwigluForward(
+      int inDtype, long x, long w13, int outDtype, long h, long gateUp, long offsets, long groups, long rows,
+      long f, long k) {
+    check(CpuNative.moe4j_cpu_grouped_gemm_swiglu_forward(
+        inDtype, x, w13, outDtype, h, gateUp, offsets, groups, rows, f, k));
+  }
+
+  @Override
+  public void vendorGemm(int inDtype, long a, long b, int outDtype, long c, long m, long n, long k) {
+    throw new io.moe4j.runtime.Moe4jException(
+        io.moe4j.runtime.Moe4jException.Status.UNSUPPORTED, "vendorGemm: the cpu backend has no vendor BLAS baseline");
+  }
 }

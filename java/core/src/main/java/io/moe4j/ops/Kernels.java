@@ -46,4 +46,24 @@ interface Kernels {
   void sumSquares(int dtype, long x, long n, long out);
 
   void clipCoefficient(long partials, long count, float maxNorm, long out);
+
+  /** Grouped GEMM, see moe4j.h; offsets 0 = one dense group. */
+  void groupedGemmForward(
+      int inDtype, long x, long w, int outDtype, long y, long offsets, long groups, long rows, long n, long k,
+      long rowScale, boolean accumulate);
+
+  void groupedGemmDgrad(
+      int inDtype, long dy, long w, int outDtype, long dx, long offsets, long groups, long rows, long n, long k,
+      boolean accumulate);
+
+  void groupedGemmWgrad(
+      int inDtype, long dy, long x, int outDtype, long dw, long offsets, long groups, long rows, long n, long k,
+      boolean accumulate);
+
+  void groupedGemmSwigluForward(
+      int inDtype, long x, long w13, int outDtype, long h, long gateUp, long offsets, long groups, long rows,
+      long f, long k);
+
+  /** The vendor library's dense GEMM c = a·bᵀ (cuBLAS), a benchmark baseline. */
+  void vendorGemm(int inDtype, long a, long b, int outDtype, long c, long m, long n, long k);
 }

@@ -13,6 +13,8 @@ import io.moe4j.tensor.DType;
 import io.moe4j.tensor.Device;
 import io.moe4j.tensor.MemoryStats;
 import io.moe4j.tensor.Tensor;
+import java.nio.ByteBuffer;
+import java.nio.ByteOrder;
 import java.util.List;
 
 /**
@@ -89,6 +91,30 @@ final class NativeBackend implements Backend {
     }
     allocator.memory().writeInts(t.address(), values);
     return t;
+  }
+
+  @Override
+  public Tensor fromLongs(long[] values, long... shape) {
+    Tensor t = empty(DType.I64, shape);
+    if (t.numel() != values.length) {
+      t.close();
+      throw Checks.error("fromLongs", "values has " + values.length + " elements, shape needs " + t.numel());
+    }
+    byte[] bytes = new byte[values.length * 8];
+    ByteBuffer.wrap(bytes).order(ByteOrder.nativeOrder()).asLongBuffer().put(values);
+    allocator.memory().writeBytes(t.address(), bytes);
+    return t;
+  }
+
+  @Override
+  public long[] toLongs(Tensor tensor) {
+    on("toLongs", "tensor", tensor);
+    dtype("toLongs", "tensor", tensor, DType.I64);
+    byte[] bytes = new byte[Math.multiplyExact(Math.toIntExact(tensor.numel()), 8)];
+    allocator.memory().readBytes(tensor.address(), bytes);
+    long[] out = new long[bytes.length / 8];
+    ByteBuffer.wrap(bytes).order(ByteOrder.nativeOrder()).asLongBuffer().get(out);
+    return out;
   }
 
   @Override
@@ -428,6 +454,129 @@ final class NativeBackend implements Backend {
       result.close();
       throw e;
     }
+  }
+
+  // ---- grouped GEMM -------------------------------------------------------------------------
+
+  /** Number of groups from offsets (null: 1), checking its dtype and device. */
+  private long groups(String op, Tensor offsets) {
+    if (offsets == null) return 1;
+    on(op, "offsets", offsets);
+    dtype(op, "offsets", offsets, DType.I64);
+    if (offsets.rank() != 1 || offsets.numel() < 2)
+      throw Checks.error(op, "offsets must be [E + 1] with E >= 1, got " + java.util.Arrays.toString(offsets.shape()));
+    return offsets.numel() - 1;
+  }
+
+  /** Checks w is [E, N, K] (or [N, K] for one group without offsets) and returns {N, K}. */
+  private static long[] weightDims(String op, String name, Tensor w, Tensor offsets, long groups) {
+    if (offsets == null && w.rank() == 2) return new long[] {w.dim(0), w.dim(1)};
+    if (w.rank() != 3 || w.dim(0) != groups)
+      throw Checks.error(op, name + " must be [" + groups + ", N, K], got " + java.util.Arrays.toString(w.shape()));
+    return new long[] {w.dim(1), w.dim(2)};
+  }
+
+  private static void matrix(String op, String name, Tensor t, long rows, long cols) {
+    shape(op, name, t, rows, cols);
+  }
+
+  @Override
+  public void groupedGemmForward(Tensor x, Tensor w, Tensor offsets, Tensor y, Tensor rowScale, boolean accumulate) {
+    String op = "groupedGemmForward";
+    on(op, "x", x);
+    on(op, "w", w);
+    on(op, "y", y);
+    long groups = groups(op, offsets);
+    long[] nk = weightDims(op, "w", w, offsets, groups);
+    if (x.rank() != 2) throw Checks.error(op, "x must be [T, K], got " + java.util.Arrays.toString(x.shape()));
+    long rows = x.dim(0);
+    matrix(op, "x", x, rows, nk[1]);
+    sameDtype(op, "w", w, "x", x);
+    matrix(op, "y", y, rows, nk[0]);
+    if (rowScale != null) {
+      on(op, "rowScale", rowScale);
+      dtype(op, "rowScale", rowScale, DType.F32);
+      numel(op, "rowScale", rowScale, rows);
+    }
+    kernels.groupedGemmForward(
+        x.dtype().code(), x.address(), w.address(), y.dtype().code(), y.address(), addr(offsets), groups, rows,
+        nk[0], nk[1], addr(rowScale), accumulate);
+  }
+
+  @Override
+  public void groupedGemmDgrad(Tensor dy, Tensor w, Tensor offsets, Tensor dx, boolean accumulate) {
+    String op = "groupedGemmDgrad";
+    on(op, "dy", dy);
+    on(op, "w", w);
+    on(op, "dx", dx);
+    long groups = groups(op, offsets);
+    long[] nk = weightDims(op, "w", w, offsets, groups);
+    if (dy.rank() != 2) throw Checks.error(op, "dy must be [T, N], got " + java.util.Arrays.toString(dy.shape()));
+    long rows = dy.dim(0);
+    matrix(op, "dy", dy, rows, nk[0]);
+    sameDtype(op, "w", w, "dy", dy);
+    matrix(op, "dx", dx, rows, nk[1]);
+    kernels.groupedGemmDgrad(
+        dy.dtype().code(), dy.address(), w.address(), dx.dtype().code(), dx.address(), addr(offsets), groups, rows,
+        nk[0], nk[1], accumulate);
+  }
+
+  @Override
+  public void groupedGemmWgrad(Tensor dy, Tensor x, Tensor offsets, Tensor dw, boolean accumulate) {
+    String op = "groupedGemmWgrad";
+    on(op, "dy", dy);
+    on(op, "x", x);
+    on(op, "dw", dw);
+    long groups = groups(op, offsets);
+    long[] nk = weightDims(op, "dw", dw, offsets, groups);
+    if (x.rank() != 2) throw Checks.error(op, "x must be [T, K], got " + java.util.Arrays.toString(x.shape()));
+    long rows = x.dim(0);
+    matrix(op, "x", x, rows, nk[1]);
+    matrix(op, "dy", dy, rows, nk[0]);
+    sameDtype(op, "dy", dy, "x", x);
+    kernels.groupedGemmWgrad(
+        x.dtype().code(), dy.address(), x.address(), dw.dtype().code(), dw.address(), addr(offsets), groups, rows,
+        nk[0], nk[1], accumulate);
+  }
+
+  @Override
+  public void groupedGemmSwigluForward(Tensor x, Tensor w13, Tensor offsets, Tensor h, Tensor gateUp) {
+    String op = "groupedGemmSwigluForward";
+    on(op, "x", x);
+    on(op, "w13", w13);
+    on(op, "h", h);
+    long groups = groups(op, offsets);
+    long[] nk = weightDims(op, "w13", w13, offsets, groups);
+    if (nk[0] % 2 != 0) throw Checks.error(op, "w13 must have 2F rows per group (gate then up), got " + nk[0]);
+    long f = nk[0] / 2;
+    if (x.rank() != 2) throw Checks.error(op, "x must be [T, K], got " + java.util.Arrays.toString(x.shape()));
+    long rows = x.dim(0);
+    matrix(op, "x", x, rows, nk[1]);
+    sameDtype(op, "w13", w13, "x", x);
+    matrix(op, "h", h, rows, f);
+    if (gateUp != null) {
+      on(op, "gateUp", gateUp);
+      matrix(op, "gateUp", gateUp, rows, 2 * f);
+      sameDtype(op, "gateUp", gateUp, "h", h);
+    }
+    kernels.groupedGemmSwigluForward(
+        x.dtype().code(), x.address(), w13.address(), h.dtype().code(), h.address(), addr(gateUp), addr(offsets),
+        groups, rows, f, nk[1]);
+  }
+
+  @Override
+  public void vendorGemm(Tensor a, Tensor b, Tensor c) {
+    String op = "vendorGemm";
+    on(op, "a", a);
+    on(op, "b", b);
+    on(op, "c", c);
+    if (a.rank() != 2 || b.rank() != 2)
+      throw Checks.error(op, "a and b must be matrices, got " + java.util.Arrays.toString(a.shape()) + " and "
+          + java.util.Arrays.toString(b.shape()));
+    matrix(op, "b", b, b.dim(0), a.dim(1));
+    sameDtype(op, "b", b, "a", a);
+    matrix(op, "c", c, a.dim(0), b.dim(0));
+    kernels.vendorGemm(a.dtype().code(), a.address(), b.address(), c.dtype().code(), c.address(), a.dim(0), b.dim(0), a.dim(1));
   }
 
   @Override

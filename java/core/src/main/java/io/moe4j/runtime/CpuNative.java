@@ -40,6 +40,8 @@ public final class CpuNative {
 
   public static native int moe4j_cpu_noop();
 
+  public static native int moe4j_cpu_measure_fma_peak(double seconds, double[] outGflops);
+
   public static native int moe4j_cpu_alloc(long bytes, long[] outAddress);
 
   public static native int moe4j_cpu_free(long ptr);
@@ -91,4 +93,20 @@ public final class CpuNative {
 
   public static native int moe4j_cpu_clip_coefficient(
       long partials, long count, float maxNorm, long out);
+
+  public static native int moe4j_cpu_grouped_gemm_forward(
+      int inDtype, long x, long w, int outDtype, long y, long offsets, long numGroups, long totalRows,
+      long n, long k, long rowScale, int accumulate);
+
+  public static native int moe4j_cpu_grouped_gemm_dgrad(
+      int inDtype, long dy, long w, int outDtype, long dx, long offsets, long numGroups, long totalRows,
+      long n, long k, int accumulate);
+
+  public static native int moe4j_cpu_grouped_gemm_wgrad(
+      int inDtype, long dy, long x, int outDtype, long dw, long offsets, long numGroups, long totalRows,
+      long n, long k, int accumulate);
+
+  public static native int moe4j_cpu_grouped_gemm_swiglu_forward(
+      int inDtype, long x, long w13, int outDtype, long h, long gateUp, long offsets, long numGroups,
+      long totalRows, long f, long k);
 }

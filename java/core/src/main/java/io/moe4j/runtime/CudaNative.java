@@ -88,4 +88,23 @@ public final class CudaNative {
 
   public static native int moe4j_cuda_clip_coefficient(
       long partials, long count, float maxNorm, long out, long stream);
+
+  public static native int moe4j_cuda_grouped_gemm_forward(
+      int inDtype, long x, long w, int outDtype, long y, long offsets, long numGroups, long totalRows,
+      long n, long k, long rowScale, int accumulate, long stream);
+
+  public static native int moe4j_cuda_grouped_gemm_dgrad(
+      int inDtype, long dy, long w, int outDtype, long dx, long offsets, long numGroups, long totalRows,
+      long n, long k, int accumulate, long stream);
+
+  public static native int moe4j_cuda_grouped_gemm_wgrad(
+      int inDtype, long dy, long x, int outDtype, long dw, long offsets, long numGroups, long totalRows,
+      long n, long k, int accumulate, long stream);
+
+  public static native int moe4j_cuda_grouped_gemm_swiglu_forward(
+      int inDtype, long x, long w13, int outDtype, long h, long gateUp, long offsets, long numGroups,
+      long totalRows, long f, long k, long stream);
+
+  public static native int moe4j_cuda_cublas_gemm(
+      int inDtype, long a, long b, int outDtype, long c, long m, long n, long k, long stream);
 }

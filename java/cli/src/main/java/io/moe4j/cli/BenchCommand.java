@@ -1,0 +1,66 @@
+package io.moe4j.cli;
+
+import io.moe4j.cli.bench.BenchReport;
+import io.moe4j.cli.bench.BenchResult;
+import io.moe4j.cli.bench.GemmSuite;
+import io.moe4j.ops.Backend;
+import io.moe4j.ops.Backends;
+import java.io.IOException;
+import java.io.PrintStream;
+import java.io.UncheckedIOException;
+import java.nio.file.Path;
+import java.util.List;
+import org.apache.commons.cli.CommandLine;
+import org.apache.commons.cli.DefaultParser;
+import org.apache.commons.cli.HelpFormatter;
+import org.apache.commons.cli.Options;
+import org.apache.commons.cli.ParseException;
+
+/** {@code moe4j bench <suite> [--device D] [--json FILE] [--quick]}: prints a table, writes JSON + PNG. */
+final class BenchCommand {
+
+  static final List<String> SUITES = List.of("gemm");
+
+  int run(String[] args, PrintStream out, PrintStream err) {
+    Options options = new Options();
+    options.addOption(null, "device", true, "auto | cpu | cuda | cuda:N (default auto)");
+    options.addOption(null, "json", true, "write results as JSON to FILE and a PNG chart beside it");
+    options.addOption(null, "quick", false, "one small case per suite (smoke run)");
+    options.addOption("h", "help", false, "show this help");
+    CommandLine cl;
+    try {
+      cl = new DefaultParser().parse(options, args);
+    } catch (ParseException e) {
+      throw new Main.UsageException(e.getMessage());
+    }
+    if (cl.hasOption("help") || cl.getArgList().isEmpty()) {
+      new HelpFormatter().printHelp(new java.io.PrintWriter(cl.hasOption("help") ? out : err, true), 100,
+          "moe4j bench <" + String.join("|", SUITES) + "> [options]", null, options, 2, 2, null);
+      if (!cl.hasOption("help")) throw new Main.UsageException("missing suite: one of " + SUITES);
+      return 0;
+    }
+    String suite = cl.getArgList().get(0);
+    if (!SUITES.contains(suite)) throw new Main.UsageException("unknown suite '" + suite + "', expected one of " + SUITES);
+    if (cl.getArgList().size() > 1) throw new Main.UsageException("unexpected argument '" + cl.getArgList().get(1) + "'");
+    Backend opened;
+    try {
+      opened = Backends.open(cl.getOptionValue("device", "auto"));
+    } catch (IllegalArgumentException e) {
+      throw new Main.UsageException(e.getMessage());
+    }
+    List<BenchResult> results;
+    try (Backend backend = opened) {
+      results = new GemmSuite(backend, cl.hasOption("quick"), err).run();
+    }
+    BenchReport.printTable(results, out);
+    if (cl.hasOption("json")) {
+      try {
+        Path png = BenchReport.write(results, Path.of(cl.getOptionValue("json")));
+        out.println("wrote " + cl.getOptionValue("json") + " and " + png);
+      } catch (IOException e) {
+        throw new UncheckedIOException(e);
+      }
+    }
+    return 0;
+  }
+}
