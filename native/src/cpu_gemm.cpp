@@ -1,0 +1,446 @@
+/*
+ * CPU twin of kernels/grouped_gemm.cu: grouped-expert GEMM (forward, dgrad, wgrad, and forward
+ * with a fused SwiGLU epilogue). Dense GEMM is the one-group case (offsets == NULL).
+ *
+ * Every case is C[M, N] = A[M, Kr] . B[Kr, N] per group with strided operands:
+ *   forward  C = y_e  [rows, n],  A = x_e (row-major),  B(p, j) = w_e[j, p] (w_e^T)
+ *   dgrad    C = dx_e [rows, k],  A = dy_e (row-major), B(p, j) = w_e[p, j]
+ *   wgrad    C = dw_e [n, k],     A(i, p) = dy_e[p, i], B(p, j) = x_e[p, j]; Kr = rows of group e
+ *   swiglu   forward with the columns of a tile taken half from the gate rows and half from the
+ *            matching up rows of w13, so the epilogue sees g and u of the same output column.
+ *
+ * Structure (BLIS): work items are (group, m-tile, n-tile) triples numbered by the shared tile
+ * schedule (kernels/common/grouped_gemm_schedule.h) and handed out through an atomic counter, so a
+ * skewed routing keeps every thread busy. A thread owning an item packs the item's B panel
+ * (Kr x NT, in KC blocks of NR-wide micro-panels; bf16 widened here) once, then for each MC block
+ * of rows and each KC block packs A (MC x KC) and runs the MR x NR micro-kernel over the block
+ * (loops jr / ir) into an f32 tile buffer; the epilogue (row scale, accumulate, SwiGLU, rounding
+ * to the output dtype) then writes the MC x NT block. Each output element is a single FMA chain
+ * in k order (see cpu_gemm_kernels.h): results do not depend on the thread count, the tiling, or
+ * the SIMD variant.
+ */
+#include <omp.h>
+#include <stdlib.h>
+
+#include <atomic>
+#include <new>
+#include <vector>
+
+#include "cpu_common.h"
+#include "cpu_gemm_kernels.h"
+#include "grouped_gemm_schedule.h"
+#include "swiglu_math.h"
+
+using namespace moe4j;
+using namespace moe4j::gemm;
+
+namespace {
+
+/* ---- kernel variant selected at run time ------------------------------------------------ */
+
+struct Variant {
+  int mr, nr;
+  int64_t mc, kc;
+  void (*ukr)(int64_t, const float *, const float *, float *, int64_t, bool);
+  void (*pack_f32)(const float *, int64_t, int64_t, int64_t, int64_t, int, float *);
+  void (*pack_bf16)(const bf16_t *, int64_t, int64_t, int64_t, int64_t, int, float *);
+};
+
+const Variant &variant() {
+  static const Variant v = [] {
+    __builtin_cpu_init();
+    /* MOE4J_CPU_GEMM_VARIANT=avx2|scalar forces a narrower variant (testing, comparisons) */
+    const char *force = getenv("MOE4J_CPU_GEMM_VARIANT");
+    const bool allow512 = force == nullptr || strcmp(force, "avx512") == 0;
+    const bool allow256 = force == nullptr || strcmp(force, "scalar") != 0;
+    if (allow512 && __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+        __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("fma"))
+      return Variant{kAvx512MR, kAvx512NR, 14 * 12, 256, ukr_avx512, pack_avx512<float>,
+                     pack_avx512<bf16_t>};
+    if (allow256 && __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma"))
+      return Variant{kAvx2MR, kAvx2NR, 6 * 16, 256, ukr_avx2, pack_avx2<float>, pack_avx2<bf16_t>};
+    return Variant{kScalarMR, kScalarNR, 64, 256, ukr_scalar, pack_scalar<float>,
+                   pack_scalar<bf16_t>};
+  }();
+  return v;
+}
+
+int64_t round_up(int64_t a, int64_t b) { return (a + b - 1) / b * b; }
+
+/* ---- problem description ---------------------------------------------------------------- */
+
+enum class Kind { kForward, kDgrad, kWgrad, kSwiglu };
+
+/* One call: element (r, p) of an operand lives at base + r * rs + p * ps (in elements). */
+struct Problem {
+  Kind kind;
+  const void *x, *w, *dy;  /* inputs, in_dtype */
+  void *out, *gate_up;     /* outputs, out_dtype */
+  const float *row_scale;
+  const int64_t *offsets;  /* NULL: one group */
+  int64_t num_groups, total_rows, n, k, f;
+  int32_t accumulate;
+};
+
+int64_t group_begin(const Problem &pb, int64_t e) { return pb.offsets ? pb.offsets[e] : 0; }
+int64_t group_rows(const Problem &pb, int64_t e) {
+  return pb.offsets ? pb.offsets[e + 1] - pb.offsets[e] : pb.total_rows;
+}
+
+template <typename Tin, typename Tout>
+struct Runner {
+  const Problem &pb;
+  const Variant &v;
+  int64_t cols;    /* columns of C: n (forward), k (dgrad, wgrad), f (swiglu) */
+  int64_t tile_m;  /* rows of C per work item */
+  int64_t tile_n;  /* columns of C per work item (swiglu: f-columns; packed width 2 * tile_n) */
+  int64_t pack_n;  /* packed columns per work item (multiple of NR) */
+  int64_t kr_max;  /* longest reduction */
+
+  /* C rows of group e (M of its GEMM) and reduction length */
+  int64_t m_of(int64_t e) const { return pb.kind == Kind::kWgrad ? pb.n : group_rows(pb, e); }
+  int64_t kr_of(int64_t e) const {
+    switch (pb.kind) {
+      case Kind::kForward: case Kind::kSwiglu: return pb.k;
+      case Kind::kDgrad: return pb.n;
+      default: return group_rows(pb, e);
+    }
+  }
+
+  /* A operand of group e at C row i0: pointer to (i0, 0) and strides */
+  const Tin *a_at(int64_t e, int64_t i0, int64_t *rs, int64_t *ps) const {
+    const int64_t r0 = group_begin(pb, e);
+    switch (pb.kind) {
+      case Kind::kForward: case Kind::kSwiglu:
+        *rs = pb.k; *ps = 1;
+        return (const Tin *)pb.x + (r0 + i0) * pb.k;
+      case Kind::kDgrad:
+        *rs = pb.n; *ps = 1;
+        return (const Tin *)pb.dy + (r0 + i0) * pb.n;
+      default: /* wgrad: A(i, p) = dy[r0 + p, i] */
+        *rs = 1; *ps = pb.n;
+        return (const Tin *)pb.dy + r0 * pb.n + i0;
+    }
+  }
+
+  /* B micro-panel of group e starting at packed column v of tile column j0: pointer to (0, col),
+   * strides, and the number of valid columns (<= NR). */
+  const Tin *b_at(int64_t e, int64_t j0, int64_t vcol, int64_t *rs, int64_t *ps,
+                  int64_t *valid) const {
+    int64_t col = j0 + vcol, limit = cols, row_base = 0;
+    if (pb.kind == Kind::kSwiglu && vcol >= tile_n) { /* up half: rows f .. 2f-1 of w13 */
+      col = j0 + vcol - tile_n;
+      row_base = pb.f;
+    }
+    int64_t left = limit - col;
+    *valid = left <= 0 ? 0 : (left < v.nr ? left : v.nr);
+    if (*valid == 0) col = 0; /* keep the pointer inside the array */
+    switch (pb.kind) {
+      case Kind::kForward:
+        *rs = pb.k; *ps = 1;
+        return (const Tin *)pb.w + (e * pb.n + col) * pb.k;
+      case Kind::kSwiglu:
+        *rs = pb.k; *ps = 1;
+        return (const Tin *)pb.w + (e * 2 * pb.f + row_base + col) * pb.k;
+      case Kind::kDgrad: /* B(p, j) = w_e[p, j] */
+        *rs = 1; *ps = pb.k;
+        return (const Tin *)pb.w + e * pb.n * pb.k + col;
+      default: { /* wgrad: B(p, j) = x[r0 + p, j] */
+        *rs = 1; *ps = pb.k;
+        return (const Tin *)pb.x + group_begin(pb, e) * pb.k + col;
+      }
+    }
+  }
+
+  void pack(const Tin *src, int64_t rs, int64_t ps, int64_t valid, int64_t kc, int W,
+            float *dst) const {
+    if constexpr (sizeof(Tin) == 4)
+      v.pack_f32((const float *)src, rs, ps, valid, kc, W, dst);
+    else
+      v.pack_bf16((const bf16_t *)src, rs, ps, valid, kc, W, dst);
+  }
+
+  /* Writes rows [i0, i0 + mc) x tile columns of group e from the f32 tile buffer. */
+  void epilogue(int64_t e, int64_t i0, int64_t mc, int64_t j0, const float *cbuf,
+                int64_t ldc) const {
+    const int64_t nc = cols - j0 < tile_n ? cols - j0 : tile_n;
+    const bool acc = pb.accumulate != 0;
+    if (pb.kind == Kind::kWgrad) {
+      Tout *out = (Tout *)pb.out + e * pb.n * pb.k;
+      for (int64_t i = 0; i < mc; i++) {
+        Tout *o = out + (i0 + i) * pb.k + j0;
+        const float *c = cbuf + i * ldc;
+        for (int64_t j = 0; j < nc; j++) o[j] = from_f32<Tout>(acc ? to_f32(o[j]) + c[j] : c[j]);
+      }
+      return;
+    }
+    const int64_t r0 = group_begin(pb, e) + i0;
+    if (pb.kind == Kind::kSwiglu) {
+      for (int64_t i = 0; i < mc; i++) {
+        const float *g = cbuf + i * ldc, *u = g + tile_n;
+        Tout *h = (Tout *)pb.out + (r0 + i) * pb.f + j0;
+        for (int64_t j = 0; j < nc; j++) h[j] = from_f32<Tout>(swiglu_out(g[j], u[j]));
+        if (pb.gate_up != nullptr) {
+          Tout *gu = (Tout *)pb.gate_up + (r0 + i) * 2 * pb.f + j0;
+          for (int64_t j = 0; j < nc; j++) {
+            gu[j] = from_f32<Tout>(g[j]);
+            gu[pb.f + j] = from_f32<Tout>(u[j]);
+          }
+        }
+      }
+      return;
+    }
+    for (int64_t i = 0; i < mc; i++) {
+      Tout *o = (Tout *)pb.out + (r0 + i) * cols + j0;
+      const float *c = cbuf + i * ldc;
+      const float s = pb.row_scale != nullptr ? pb.row_scale[r0 + i] : 1.0f;
+      if (pb.row_scale == nullptr && !acc) {
+        for (int64_t j = 0; j < nc; j++) o[j] = from_f32<Tout>(c[j]);
+      } else if (!acc) {
+        for (int64_t j = 0; j < nc; j++) o[j] = from_f32<Tout>(s * c[j]);
+      } else {
+        for (int64_t j = 0; j < nc; j++) o[j] = from_f32<Tout>(to_f32(o[j]) + s * c[j]);
+      }
+    }
+  }
+
+  /* One work item: rows [mt * tile_m, +tile_m) and tile n_tile of group e. */
+  void item(const GroupTile &t, float *bpack, float *apack, float *cbuf) const {
+    const int64_t e = t.group, kr = kr_of(e), m = m_of(e);
+    const int64_t i_begin = t.m_tile * tile_m;
+    const int64_t i_end = i_begin + tile_m < m ? i_begin + tile_m : m;
+    const int64_t j0 = t.n_tile * tile_n;
+    /* +16: tile-buffer rows 64 bytes apart from a power of two, against 4K set aliasing */
+    const int64_t kc_max = v.kc, mr = v.mr, nr = v.nr, ldc = pack_n + 16;
+    /* B panel, all of kr: block p0 holds pack_n / NR micro-panels of kc x NR */
+    for (int64_t p0 = 0; p0 < kr; p0 += kc_max) {
+      const int64_t kc = kr - p0 < kc_max ? kr - p0 : kc_max;
+      for (int64_t vc = 0; vc < pack_n; vc += nr) {
+        int64_t rs, ps, valid;
+        const Tin *src = b_at(e, j0, vc, &rs, &ps, &valid);
+        pack(src + p0 * ps, rs, ps, valid, kc, (int)nr, bpack + p0 * pack_n + vc * kc);
+      }
+    }
+    for (int64_t ic = i_begin; ic < i_end; ic += v.mc) {
+      const int64_t mc = i_end - ic < v.mc ? i_end - ic : v.mc;
+      const int64_t mc_pad = round_up(mc, mr);
+      if (kr == 0) memset(cbuf, 0, sizeof(float) * mc_pad * ldc);
+      for (int64_t p0 = 0; p0 < kr; p0 += kc_max) {
+        const int64_t kc = kr - p0 < kc_max ? kr - p0 : kc_max;
+        int64_t rs, ps;
+        const Tin *a = a_at(e, ic, &rs, &ps);
+        for (int64_t ir = 0; ir < mc_pad; ir += mr) {
+          const int64_t valid = mc - ir < mr ? mc - ir : mr;
+          pack(a + ir * rs + p0 * ps, rs, ps, valid, kc, (int)mr, apack + ir * kc);
+        }
+        const float *bblock = bpack + p0 * pack_n;
+        for (int64_t jr = 0; jr < pack_n; jr += nr)
+          for (int64_t ir = 0; ir < mc_pad; ir += mr)
+            v.ukr(kc, apack + ir * kc, bblock + jr * kc, cbuf + ir * ldc + jr, ldc, p0 > 0);
+      }
+      epilogue(e, ic, mc, j0, cbuf, ldc);
+    }
+  }
+
+  int32_t run() {
+    const int64_t E = pb.num_groups;
+    kr_max = 0;
+    int64_t m_max = 0;
+    for (int64_t e = 0; e < E; e++) {
+      if (kr_of(e) > kr_max) kr_max = kr_of(e);
+      if (m_of(e) > m_max) m_max = m_of(e);
+    }
+    if (cols == 0 || m_max == 0) return MOE4J_OK;
+    /* Tiles: up to 1024 rows x 512 columns (measured best: the per-KC B block, 512 KiB, stays in L2
+     * beside the A block and the tile buffer), fewer columns when kr is long (the packed B panel,
+     * kr x tile columns, stays under 16 MiB per thread). Only shapes decide them. */
+    const int64_t nr = v.nr, mr = v.mr;
+    const int64_t packed_per_col = pb.kind == Kind::kSwiglu ? 2 : 1;
+    int64_t tn = (int64_t)1 << 22;
+    tn = kr_max > 0 ? tn / (kr_max * packed_per_col) : 1024;
+    tn = tn > 512 / packed_per_col ? 512 / packed_per_col : tn;
+    tn = tn < nr ? nr : tn / nr * nr;
+    const int64_t cols_pad = round_up(cols, nr);
+    tile_n = tn < cols_pad ? tn : cols_pad;
+    if (tile_n < cols_pad) { /* even split of the columns */
+      const int64_t parts = ceil_div_i64(cols_pad, tile_n);
+      tile_n = round_up(ceil_div_i64(cols_pad, parts), nr);
+    }
+    pack_n = tile_n * packed_per_col;
+    const int64_t m_parts = ceil_div_i64(m_max, 1024);
+    tile_m = round_up(ceil_div_i64(m_max, m_parts), mr);
+    const int64_t n_tiles = ceil_div_i64(cols, tile_n);
+
+    std::vector<int64_t> prefix;
+    try {
+      prefix.resize(E + 1);
+    } catch (const std::bad_alloc &) {
+      return fail(MOE4J_ERR_OUT_OF_MEMORY, "grouped gemm: cannot allocate the tile schedule");
+    }
+    prefix[0] = 0;
+    for (int64_t e = 0; e < E; e++) {
+      /* wgrad: an empty group still owns tiles (it writes zeros) unless accumulating */
+      const bool skip = pb.kind == Kind::kWgrad && pb.accumulate && group_rows(pb, e) == 0;
+      prefix[e + 1] = prefix[e] + (skip ? 0 : tiles_in_group(m_of(e), tile_m, n_tiles));
+    }
+    const int64_t total = prefix[E];
+    if (total == 0) return MOE4J_OK;
+
+    int threads = omp_get_max_threads();
+    if (threads > total) threads = (int)total;
+    if (threads < 1) threads = 1;
+    const int64_t bsz = round_up(kr_max * pack_n, 16);
+    const int64_t asz = round_up(round_up(v.mc, mr) * v.kc, 16);
+    const int64_t csz = round_up(round_up(v.mc, mr) * (pack_n + 16), 16);
+    const int64_t per_thread = bsz + asz + csz;
+    const size_t bytes = sizeof(float) * (size_t)per_thread * (size_t)threads;
+    float *buf = (float *)aligned_alloc(64, round_up((int64_t)bytes, 64));
+    if (buf == nullptr)
+      return fail(MOE4J_ERR_OUT_OF_MEMORY, "grouped gemm: cannot allocate %lld bytes of packing buffers",
+                  (long long)bytes);
+    std::atomic<int64_t> next{0};
+#pragma omp parallel num_threads(threads)
+    {
+      float *bpack = buf + (int64_t)omp_get_thread_num() * per_thread;
+      float *apack = bpack + bsz, *cbuf = apack + asz;
+      for (int64_t t = next.fetch_add(1); t < total; t = next.fetch_add(1)) {
+        GroupTile gt;
+        if (locate_tile(prefix.data(), E, t, n_tiles, &gt)) item(gt, bpack, apack, cbuf);
+      }
+    }
+    free(buf);
+    return MOE4J_OK;
+  }
+};
+
+int32_t run_problem(const Problem &pb, int32_t in_dtype, int32_t out_dtype) {
+  int64_t cols = pb.kind == Kind::kForward ? pb.n : (pb.kind == Kind::kSwiglu ? pb.f : pb.k);
+  int32_t status = MOE4J_OK;
+  dispatch_float(in_dtype, [&](auto in_tag) {
+    dispatch_float(out_dtype, [&](auto out_tag) {
+      Runner<decltype(in_tag), decltype(out_tag)> r{pb, variant(), cols, 0, 0, 0, 0};
+      status = r.run();
+    });
+  });
+  return status;
+}
+
+/* rows * cols, or 0 when it would overflow (product_fits reports that case). */
+int64_t count_of(int64_t a, int64_t b) {
+  int64_t n = 0;
+  if (a < 0 || b < 0 || __builtin_mul_overflow(a, b, &n)) return 0;
+  return n;
+}
+
+/* Checks shared by all four entry points; `n` is the output width of the weight rows. */
+void check_common(ArgCheck &chk, int32_t in_dtype, int32_t out_dtype, const int64_t *offsets,
+                  int64_t num_groups, int64_t total_rows, int64_t n, int64_t k) {
+  chk.float_dtype("in_dtype", in_dtype).float_dtype("out_dtype", out_dtype)
+      .non_negative("total_rows", total_rows).non_negative("n", n).non_negative("k", k)
+      .require(num_groups >= 1 && num_groups <= ((int64_t)1 << 20),
+               "num_groups must be in [1, 1048576], got %lld", (long long)num_groups)
+      .require(offsets != nullptr || num_groups == 1,
+               "offsets is NULL (one dense group) but num_groups is %lld, expected 1",
+               (long long)num_groups)
+      .product_fits("total_rows * k", total_rows, k).product_fits("total_rows * n", total_rows, n)
+      .product_fits("num_groups * n", num_groups, n)
+      .product_fits("num_groups * n * k", count_of(num_groups, n), k);
+  if (chk.failed() || offsets == nullptr) return;
+  chk.require(offsets[0] == 0, "offsets[0] must be 0, got %lld", (long long)offsets[0]);
+  for (int64_t e = 0; e < num_groups && !chk.failed(); e++)
+    chk.require(offsets[e + 1] >= offsets[e],
+                "offsets must be non-decreasing: offsets[%lld] = %lld < offsets[%lld] = %lld",
+                (long long)(e + 1), (long long)offsets[e + 1], (long long)e, (long long)offsets[e]);
+  chk.require(offsets[num_groups] == total_rows,
+              "offsets[%lld] = %lld must equal total_rows = %lld", (long long)num_groups,
+              (long long)offsets[num_groups], (long long)total_rows);
+}
+
+int64_t bytes_of(int64_t count, int32_t dtype) { return count * dtype_size(dtype); }
+
+}  // namespace
+
+extern "C" {
+
+int32_t moe4j_cpu_grouped_gemm_forward(int32_t in_dtype, const void *x, const void *w,
+                                       int32_t out_dtype, void *y, const int64_t *offsets,
+                                       int64_t num_groups, int64_t total_rows, int64_t n,
+                                       int64_t k, const float *row_scale, int32_t accumulate) {
+  ArgCheck chk("moe4j_cpu_grouped_gemm_forward");
+  check_common(chk, in_dtype, out_dtype, offsets, num_groups, total_rows, n, k);
+  if (chk.failed()) return chk.status();
+  const int64_t nx = total_rows * k, nw = num_groups * n * k, ny = total_rows * n;
+  chk.buffer("x", x, nx, in_dtype).buffer("w", w, nw, in_dtype).buffer("y", y, ny, out_dtype)
+      .buffer("row_scale", row_scale, row_scale ? total_rows : 0, MOE4J_DTYPE_F32)
+      .require(!ranges_overlap(y, bytes_of(ny, out_dtype), x, bytes_of(nx, in_dtype)), "y and x overlap")
+      .require(!ranges_overlap(y, bytes_of(ny, out_dtype), w, bytes_of(nw, in_dtype)), "y and w overlap")
+      .require(!ranges_overlap(y, bytes_of(ny, out_dtype), row_scale, total_rows * 4),
+               "y and row_scale overlap");
+  if (chk.failed()) return chk.status();
+  Problem pb{Kind::kForward, x, w, nullptr, y, nullptr, row_scale, offsets, num_groups,
+             total_rows, n, k, 0, accumulate};
+  return run_problem(pb, in_dtype, out_dtype);
+}
+
+int32_t moe4j_cpu_grouped_gemm_dgrad(int32_t in_dtype, const void *dy, const void *w,
+                                     int32_t out_dtype, void *dx, const int64_t *offsets,
+                                     int64_t num_groups, int64_t total_rows, int64_t n,
+                                     int64_t k, int32_t accumulate) {
+  ArgCheck chk("moe4j_cpu_grouped_gemm_dgrad");
+  check_common(chk, in_dtype, out_dtype, offsets, num_groups, total_rows, n, k);
+  if (chk.failed()) return chk.status();
+  const int64_t ndy = total_rows * n, nw = num_groups * n * k, ndx = total_rows * k;
+  chk.buffer("dy", dy, ndy, in_dtype).buffer("w", w, nw, in_dtype).buffer("dx", dx, ndx, out_dtype)
+      .require(!ranges_overlap(dx, bytes_of(ndx, out_dtype), dy, bytes_of(ndy, in_dtype)), "dx and dy overlap")
+      .require(!ranges_overlap(dx, bytes_of(ndx, out_dtype), w, bytes_of(nw, in_dtype)), "dx and w overlap");
+  if (chk.failed()) return chk.status();
+  Problem pb{Kind::kDgrad, nullptr, w, dy, dx, nullptr, nullptr, offsets, num_groups,
+             total_rows, n, k, 0, accumulate};
+  return run_problem(pb, in_dtype, out_dtype);
+}
+
+int32_t moe4j_cpu_grouped_gemm_wgrad(int32_t in_dtype, const void *dy, const void *x,
+                                     int32_t out_dtype, void *dw, const int64_t *offsets,
+                                     int64_t num_groups, int64_t total_rows, int64_t n,
+                                     int64_t k, int32_t accumulate) {
+  ArgCheck chk("moe4j_cpu_grouped_gemm_wgrad");
+  check_common(chk, in_dtype, out_dtype, offsets, num_groups, total_rows, n, k);
+  if (chk.failed()) return chk.status();
+  const int64_t ndy = total_rows * n, nx = total_rows * k, ndw = num_groups * n * k;
+  chk.buffer("dy", dy, ndy, in_dtype).buffer("x", x, nx, in_dtype).buffer("dw", dw, ndw, out_dtype)
+      .require(!ranges_overlap(dw, bytes_of(ndw, out_dtype), dy, bytes_of(ndy, in_dtype)), "dw and dy overlap")
+      .require(!ranges_overlap(dw, bytes_of(ndw, out_dtype), x, bytes_of(nx, in_dtype)), "dw and x overlap");
+  if (chk.failed()) return chk.status();
+  Problem pb{Kind::kWgrad, x, nullptr, dy, dw, nullptr, nullptr, offsets, num_groups,
+             total_rows, n, k, 0, accumulate};
+  return run_problem(pb, in_dtype, out_dtype);
+}
+
+int32_t moe4j_cpu_grouped_gemm_swiglu_forward(int32_t in_dtype, const void *x, const void *w13,
+                                              int32_t out_dtype, void *h, void *gate_up,
+                                              const int64_t *offsets, int64_t num_groups,
+                                              int64_t total_rows, int64_t f, int64_t k) {
+  ArgCheck chk("moe4j_cpu_grouped_gemm_swiglu_forward");
+  chk.non_negative("f", f).require(f <= INT64_MAX / 2, "f = %lld overflows 2 * f", (long long)f);
+  if (chk.failed()) return chk.status();
+  check_common(chk, in_dtype, out_dtype, offsets, num_groups, total_rows, 2 * f, k);
+  if (chk.failed()) return chk.status();
+  const int64_t nx = total_rows * k, nw = num_groups * 2 * f * k, nh = total_rows * f;
+  const int64_t ngu = gate_up ? total_rows * 2 * f : 0;
+  chk.buffer("x", x, nx, in_dtype).buffer("w13", w13, nw, in_dtype).buffer("h", h, nh, out_dtype)
+      .buffer("gate_up", gate_up, ngu, out_dtype)
+      .require(!ranges_overlap(h, bytes_of(nh, out_dtype), x, bytes_of(nx, in_dtype)), "h and x overlap")
+      .require(!ranges_overlap(h, bytes_of(nh, out_dtype), w13, bytes_of(nw, in_dtype)), "h and w13 overlap")
+      .require(!ranges_overlap(gate_up, bytes_of(ngu, out_dtype), x, bytes_of(nx, in_dtype)),
+               "gate_up and x overlap")
+      .require(!ranges_overlap(gate_up, bytes_of(ngu, out_dtype), w13, bytes_of(nw, in_dtype)),
+               "gate_up and w13 overlap")
+      .require(!ranges_overlap(gate_up, bytes_of(ngu, out_dtype), h, bytes_of(nh, out_dtype)),
+               "gate_up and h overlap");
+  if (chk.failed()) return chk.status();
+  Problem pb{Kind::kSwiglu, x, w13, nullptr, h, gate_up, nullptr, offsets, num_groups,
+             total_rows, 2 * f, k, f, 0};
+  return run_problem(pb, in_dtype, out_dtype);
+}
+
+}  // extern "C"
