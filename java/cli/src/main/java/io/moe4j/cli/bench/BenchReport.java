@@ -39,7 +39,7 @@ public final class BenchReport {
   public static Path write(List<BenchResult> results, Path json) throws IOException {
     Path parent = json.toAbsolutePath().getParent();
     if (parent != null) Files.createDirectories(parent);
-    Path tmp = Files.createTempFile(parent, json.getFileName().toString(), ".tmp");
+    Path tmp = json.resolveSibling(json.getFileName() + ".tmp");
     new ObjectMapper().enable(SerializationFeature.INDENT_OUTPUT).writeValue(tmp.toFile(), results);
     Files.move(tmp, json, java.nio.file.StandardCopyOption.REPLACE_EXISTING, java.nio.file.StandardCopyOption.ATOMIC_MOVE);
     String name = json.getFileName().toString();
