@@ -174,10 +174,11 @@ public interface Backend extends AutoCloseable {
    */
   void groupedGemmSwigluForward(Tensor x, Tensor w13, Tensor offsets, Tensor h, Tensor gateUp);
 
-  /** Dense c (=|+=) a · bᵀ: a [M, K], b [N, K], c [M, N]. */
-  default void gemm(Tensor a, Tensor b, Tensor c, boolean accumulate) {
-    groupedGemmForward(a, b, null, c, null, accumulate);
-  }
+  /**
+   * Dense c (=|+=) a · bᵀ: a [M, K], b [N, K], c [M, N]. On cuda, cuBLAS serves it when found
+   * (overwrite, bf16 inputs); otherwise our GEMM kernel (the one-group grouped GEMM).
+   */
+  void gemm(Tensor a, Tensor b, Tensor c, boolean accumulate);
 
   /**
    * The vendor BLAS dense GEMM c = a · bᵀ (cuBLAS on cuda), a benchmark baseline; throws

@@ -127,6 +127,11 @@ final class CpuKernels implements Kernels {
   }
 
   @Override
+  public boolean hasVendorGemm() {
+    return false;
+  }
+
+  @Override
   public void vendorGemm(int inDtype, long a, long b, int outDtype, long c, long m, long n, long k) {
     throw new io.moe4j.runtime.Moe4jException(
         io.moe4j.runtime.Moe4jException.Status.UNSUPPORTED, "vendorGemm: the cpu backend has no vendor BLAS baseline");

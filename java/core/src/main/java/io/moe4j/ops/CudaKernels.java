@@ -142,6 +142,11 @@ final class CudaKernels implements Kernels {
   }
 
   @Override
+  public boolean hasVendorGemm() {
+    return !CudaNative.moe4j_cuda_cublas_library().isEmpty();
+  }
+
+  @Override
   public void vendorGemm(int inDtype, long a, long b, int outDtype, long c, long m, long n, long k) {
     check(CudaNative.moe4j_cuda_cublas_gemm(inDtype, a, b, outDtype, c, m, n, k, stream()));
   }

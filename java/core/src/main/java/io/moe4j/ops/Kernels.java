@@ -64,6 +64,9 @@ interface Kernels {
       int inDtype, long x, long w13, int outDtype, long h, long gateUp, long offsets, long groups, long rows,
       long f, long k);
 
+  /** Whether {@link #vendorGemm} is usable (cuBLAS found). */
+  boolean hasVendorGemm();
+
   /** The vendor library's dense GEMM c = a·bᵀ (cuBLAS), a benchmark baseline. */
   void vendorGemm(int inDtype, long a, long b, int outDtype, long c, long m, long n, long k);
 }

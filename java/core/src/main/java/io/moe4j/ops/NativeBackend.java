@@ -565,6 +565,12 @@ final class NativeBackend implements Backend {
   }
 
   @Override
+  public void gemm(Tensor a, Tensor b, Tensor c, boolean accumulate) {
+    if (!accumulate && a.dtype() == DType.BF16 && kernels.hasVendorGemm()) vendorGemm(a, b, c);
+    else groupedGemmForward(a, b, null, c, null, accumulate);
+  }
+
+  @Override
   public void vendorGemm(Tensor a, Tensor b, Tensor c) {
     String op = "vendorGemm";
     on(op, "a", a);

@@ -102,10 +102,12 @@ public final class GemmSuite {
       baselines.put("expert_loop", baseline(flops, () -> {
         for (int e = 0; e < sizes.length; e++) {
           if (sizes[e] == 0) continue;
-          backend.gemm(x.view(offsets[e] * k, sizes[e], k), w.view(e * n * k, n, k), y.view(offsets[e] * n, sizes[e], n), false);
+          backend.groupedGemmForward(
+              x.view(offsets[e] * k, sizes[e], k), w.view(e * n * k, n, k), null, y.view(offsets[e] * n, sizes[e], n), null, false);
         }
       }));
-      baselines.put("dense_equal_flops", baseline(flops, () -> backend.gemm(x, wDense, y, false)));
+      // our kernel as a dense GEMM (not backend.gemm, which may hand dense work to cuBLAS)
+      baselines.put("dense_equal_flops", baseline(flops, () -> backend.groupedGemmForward(x, wDense, null, y, null, false)));
       if (!onCpu()) {
         baselines.put("cublas_dense", baseline(flops, () -> backend.vendorGemm(x, wDense, y)));
         baselines.put("cublas_loop", baseline(flops, () -> {
