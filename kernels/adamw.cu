@@ -24,6 +24,7 @@
 
 #include "cuda_check.cuh"
 #include "numerics.h"
+#include "op_args.h"
 
 namespace moe4j {
 
@@ -183,31 +184,8 @@ int32_t moe4j_cuda_adamw_step(float *param, int32_t grad_dtype, const void *grad
                               int64_t step, const float *grad_scale, void *stream) {
   const char *fn = "moe4j_cuda_adamw_step";
   ArgCheck chk(fn);
-  chk.float_dtype("grad_dtype", grad_dtype).castable_dtype("copy_dtype", copy_dtype)
-      .non_negative("n", n).product_fits("n", n, 1)
-      .buffer("param", param, n, MOE4J_DTYPE_F32).buffer("grad", grad, n, grad_dtype)
-      .buffer("m", m, n, MOE4J_DTYPE_F32).buffer("v", v, n, MOE4J_DTYPE_F32)
-      .buffer("param_copy", param_copy, param_copy != nullptr ? n : 0, copy_dtype)
-      .buffer("grad_scale", grad_scale, grad_scale != nullptr ? 1 : 0, MOE4J_DTYPE_F32)
-      .at_least("step", step, 1).in_range("lr", lr, 0.0f, INFINITY)
-      .in_range("beta1", beta1, 0.0f, 1.0f).in_range("beta2", beta2, 0.0f, 1.0f)
-      .positive_finite("eps", eps).in_range("weight_decay", weight_decay, 0.0f, INFINITY);
-  if (chk.failed()) return chk.status();
-  const int64_t state_bytes = n * 4;
-  const int64_t grad_bytes = n * dtype_size(grad_dtype);
-  const int64_t copy_bytes = param_copy != nullptr ? n * dtype_size(copy_dtype) : 0;
-  chk.no_overlap("param", param, "m", m, state_bytes, false)
-      .no_overlap("param", param, "v", v, state_bytes, false)
-      .no_overlap("m", m, "v", v, state_bytes, false)
-      .require(!ranges_overlap(grad, grad_bytes, param, state_bytes) &&
-                   !ranges_overlap(grad, grad_bytes, m, state_bytes) &&
-                   !ranges_overlap(grad, grad_bytes, v, state_bytes),
-               "grad overlaps param, m or v")
-      .require(!ranges_overlap(param_copy, copy_bytes, param, state_bytes) &&
-                   !ranges_overlap(param_copy, copy_bytes, m, state_bytes) &&
-                   !ranges_overlap(param_copy, copy_bytes, v, state_bytes) &&
-                   !ranges_overlap(param_copy, copy_bytes, grad, grad_bytes),
-               "param_copy overlaps param, m, v or grad");
+  check_adamw_step(chk, param, grad_dtype, grad, m, v, copy_dtype, param_copy, n, lr, beta1, beta2,
+                   eps, weight_decay, step, grad_scale);
   if (chk.failed()) return chk.status();
   if (n == 0) return MOE4J_OK;
 

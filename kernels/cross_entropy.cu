@@ -27,6 +27,7 @@
  */
 #include "cuda_check.cuh"
 #include "numerics.h"
+#include "op_args.h"
 #include "softmax_math.h"
 
 namespace moe4j {
@@ -268,20 +269,7 @@ int32_t moe4j_cuda_cross_entropy_forward(int32_t dtype, const void *logits, cons
                                          int32_t ignore_index, void *stream) {
   const char *fn = "moe4j_cuda_cross_entropy_forward";
   ArgCheck chk(fn);
-  chk.float_dtype("dtype", dtype).non_negative("rows", rows).positive("vocab", vocab)
-      .product_fits("rows * vocab", rows, vocab);
-  if (chk.failed()) return chk.status();
-  const int64_t logits_bytes = rows * vocab * dtype_size(dtype), row_bytes = rows * 4;
-  chk.buffer("logits", logits, rows * vocab, dtype)
-      .buffer("targets", targets, rows, MOE4J_DTYPE_I32)
-      .buffer("losses", losses, rows, MOE4J_DTYPE_F32).buffer("lse", lse, rows, MOE4J_DTYPE_F32)
-      .no_overlap("losses", losses, "lse", lse, row_bytes, false)
-      .require(!ranges_overlap(losses, row_bytes, logits, logits_bytes) &&
-                   !ranges_overlap(lse, row_bytes, logits, logits_bytes),
-               "losses/lse overlap logits")
-      .require(!ranges_overlap(losses, row_bytes, targets, row_bytes) &&
-                   !ranges_overlap(lse, row_bytes, targets, row_bytes),
-               "losses/lse overlap targets");
+  check_cross_entropy_forward(chk, dtype, logits, targets, losses, lse, rows, vocab, ignore_index);
   if (chk.failed()) return chk.status();
   if (rows == 0) return MOE4J_OK;
   if (dtype == MOE4J_DTYPE_BF16)
@@ -300,17 +288,8 @@ int32_t moe4j_cuda_cross_entropy_backward(int32_t dtype, const void *logits,
                                           int32_t ignore_index, float grad_scale, void *stream) {
   const char *fn = "moe4j_cuda_cross_entropy_backward";
   ArgCheck chk(fn);
-  chk.float_dtype("dtype", dtype).non_negative("rows", rows).positive("vocab", vocab)
-      .product_fits("rows * vocab", rows, vocab).finite("grad_scale", grad_scale);
-  if (chk.failed()) return chk.status();
-  const int64_t logits_bytes = rows * vocab * dtype_size(dtype), row_bytes = rows * 4;
-  chk.buffer("logits", logits, rows * vocab, dtype)
-      .buffer("targets", targets, rows, MOE4J_DTYPE_I32).buffer("lse", lse, rows, MOE4J_DTYPE_F32)
-      .buffer("dlogits", dlogits, rows * vocab, dtype)
-      .no_overlap("logits", logits, "dlogits", dlogits, logits_bytes, true)
-      .require(!ranges_overlap(dlogits, logits_bytes, targets, row_bytes) &&
-                   !ranges_overlap(dlogits, logits_bytes, lse, row_bytes),
-               "dlogits overlaps targets/lse");
+  check_cross_entropy_backward(chk, dtype, logits, targets, lse, dlogits, rows, vocab, ignore_index,
+                               grad_scale);
   if (chk.failed()) return chk.status();
   if (rows == 0) return MOE4J_OK;
   if (dtype == MOE4J_DTYPE_BF16)

@@ -8,6 +8,7 @@
  */
 #include "cuda_check.cuh"
 #include "numerics.h"
+#include "op_args.h"
 
 namespace moe4j {
 
@@ -62,8 +63,7 @@ int32_t moe4j_cuda_add(int32_t dtype, const void *a, const void *b, void *out, i
                        void *stream) {
   const char *fn = "moe4j_cuda_add";
   ArgCheck chk(fn);
-  chk.float_dtype("dtype", dtype).non_negative("n", n).product_fits("n", n, 1)
-      .buffer("a", a, n, dtype).buffer("b", b, n, dtype).buffer("out", out, n, dtype);
+  check_add(chk, dtype, a, b, out, n);
   if (chk.failed()) return chk.status();
   if (n == 0) return MOE4J_OK;
   unsigned int blocks = blocks_for(n, kElementwiseThreads);
@@ -80,8 +80,7 @@ int32_t moe4j_cuda_scale(int32_t dtype, const void *x, void *out, int64_t n, flo
                          void *stream) {
   const char *fn = "moe4j_cuda_scale";
   ArgCheck chk(fn);
-  chk.float_dtype("dtype", dtype).non_negative("n", n).buffer("x", x, n, dtype)
-      .buffer("out", out, n, dtype).finite("alpha", alpha);
+  check_scale(chk, dtype, x, out, n, alpha);
   if (chk.failed()) return chk.status();
   if (n == 0) return MOE4J_OK;
   unsigned int blocks = blocks_for(n, kElementwiseThreads);
@@ -97,8 +96,7 @@ int32_t moe4j_cuda_scale(int32_t dtype, const void *x, void *out, int64_t n, flo
 int32_t moe4j_cuda_copy(const void *src, void *dst, int64_t bytes, void *stream) {
   const char *fn = "moe4j_cuda_copy";
   ArgCheck chk(fn);
-  chk.non_negative("bytes", bytes).buffer("src", src, bytes, MOE4J_DTYPE_U8)
-      .buffer("dst", dst, bytes, MOE4J_DTYPE_U8).no_overlap("src", src, "dst", dst, bytes, false);
+  check_copy(chk, src, dst, bytes);
   if (chk.failed()) return chk.status();
   if (bytes == 0) return MOE4J_OK;
   return cuda_status(cudaMemcpyAsync(dst, src, (size_t)bytes, cudaMemcpyDeviceToDevice,
@@ -110,10 +108,7 @@ int32_t moe4j_cuda_cast(int32_t src_dtype, const void *src, int32_t dst_dtype, v
                         int64_t n, void *stream) {
   const char *fn = "moe4j_cuda_cast";
   ArgCheck chk(fn);
-  chk.castable_dtype("src_dtype", src_dtype).castable_dtype("dst_dtype", dst_dtype)
-      .non_negative("n", n).buffer("src", src, n, src_dtype).buffer("dst", dst, n, dst_dtype)
-      .require(!ranges_overlap(src, n * dtype_size(src_dtype), dst, n * dtype_size(dst_dtype)),
-               "src and dst overlap");
+  check_cast(chk, src_dtype, src, dst_dtype, dst, n);
   if (chk.failed()) return chk.status();
   if (n == 0) return MOE4J_OK;
   switch (src_dtype) {

@@ -22,6 +22,7 @@
  */
 #include "cuda_check.cuh"
 #include "numerics.h"
+#include "op_args.h"
 
 namespace moe4j {
 
@@ -133,19 +134,10 @@ int32_t moe4j_cuda_embedding_forward(int32_t dtype, const void *table, const int
                                      void *stream) {
   const char *fn = "moe4j_cuda_embedding_forward";
   ArgCheck chk(fn);
-  chk.float_dtype("dtype", dtype).non_negative("num_ids", num_ids).non_negative("vocab", vocab)
-      .non_negative("dim", dim).product_fits("num_ids * dim", num_ids, dim)
-      .product_fits("vocab * dim", vocab, dim);
+  check_embedding_forward(chk, dtype, table, ids, out, num_ids, vocab, dim);
   if (chk.failed()) return chk.status();
-  const int64_t es = dtype_size(dtype);
-  const int64_t out_bytes = num_ids * dim * es, table_bytes = vocab * dim * es;
-  chk.buffer("table", table, vocab * dim, dtype).buffer("ids", ids, num_ids, MOE4J_DTYPE_I32)
-      .buffer("out", out, num_ids * dim, dtype)
-      .require(!ranges_overlap(out, out_bytes, table, table_bytes), "out and table overlap")
-      .require(!ranges_overlap(out, out_bytes, ids, num_ids * 4), "out and ids overlap");
-  if (chk.failed()) return chk.status();
-  if (out_bytes == 0) return MOE4J_OK;
-  const int64_t row_bytes = dim * es;
+  const int64_t row_bytes = dim * dtype_size(dtype);
+  if (num_ids * row_bytes == 0) return MOE4J_OK;
   /* table may be NULL (vocab == 0): every row is then out of range and written as zeros */
   const bool table_ok16 = table == nullptr || aligned_to(table, 16);
   const bool table_ok4 = table == nullptr || aligned_to(table, 4);
@@ -163,17 +155,9 @@ int32_t moe4j_cuda_embedding_backward(int32_t dtype, const void *dout, const int
                                       int32_t accumulate, void *stream) {
   const char *fn = "moe4j_cuda_embedding_backward";
   ArgCheck chk(fn);
-  chk.float_dtype("dtype", dtype).non_negative("num_ids", num_ids).non_negative("vocab", vocab)
-      .non_negative("dim", dim).product_fits("num_ids * dim", num_ids, dim)
-      .product_fits("vocab * dim", vocab, dim);
+  check_embedding_backward(chk, dtype, dout, ids, dtable, num_ids, vocab, dim, accumulate);
   if (chk.failed()) return chk.status();
   const int64_t dtable_bytes = vocab * dim * 4;
-  chk.buffer("dout", dout, num_ids * dim, dtype).buffer("ids", ids, num_ids, MOE4J_DTYPE_I32)
-      .buffer("dtable", dtable, vocab * dim, MOE4J_DTYPE_F32)
-      .require(!ranges_overlap(dtable, dtable_bytes, dout, num_ids * dim * dtype_size(dtype)),
-               "dtable and dout overlap")
-      .require(!ranges_overlap(dtable, dtable_bytes, ids, num_ids * 4), "dtable and ids overlap");
-  if (chk.failed()) return chk.status();
   if (dtable_bytes == 0) return MOE4J_OK;
   cudaStream_t s = as_stream(stream);
   if (!accumulate) {

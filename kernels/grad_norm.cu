@@ -26,6 +26,7 @@
  */
 #include "cuda_check.cuh"
 #include "numerics.h"
+#include "op_args.h"
 
 namespace moe4j {
 
@@ -137,9 +138,7 @@ extern "C" {
 int32_t moe4j_cuda_sum_squares(int32_t dtype, const void *x, int64_t n, float *out, void *stream) {
   const char *fn = "moe4j_cuda_sum_squares";
   ArgCheck chk(fn);
-  chk.float_dtype("dtype", dtype).non_negative("n", n).product_fits("n", n, 1)
-      .buffer("x", x, n, dtype).buffer("out", out, 1, MOE4J_DTYPE_F32)
-      .require(!ranges_overlap(x, n * dtype_size(dtype), out, 4), "x and out overlap");
+  check_sum_squares(chk, dtype, x, n, out);
   if (chk.failed()) return chk.status();
   /* n == 0 still launches: out[0] must become 0. */
   if (dtype == MOE4J_DTYPE_BF16)
@@ -153,10 +152,7 @@ int32_t moe4j_cuda_clip_coefficient(const float *partials, int64_t count, float 
                                     float *out, void *stream) {
   const char *fn = "moe4j_cuda_clip_coefficient";
   ArgCheck chk(fn);
-  chk.non_negative("count", count).product_fits("count", count, 1)
-      .buffer("partials", partials, count, MOE4J_DTYPE_F32).buffer("out", out, 2, MOE4J_DTYPE_F32)
-      .positive_finite("max_norm", max_norm)
-      .require(!ranges_overlap(partials, count * 4, out, 8), "partials and out overlap");
+  check_clip_coefficient(chk, partials, count, max_norm, out);
   if (chk.failed()) return chk.status();
   clip_coefficient_kernel<<<1, 1, 0, as_stream(stream)>>>(partials, count, max_norm, out);
   return check_launch(fn, "clip_coefficient_kernel");

@@ -20,6 +20,7 @@
  */
 #include "cuda_check.cuh"
 #include "numerics.h"
+#include "op_args.h"
 #include "rmsnorm_math.h"
 
 namespace moe4j {
@@ -269,13 +270,6 @@ int32_t launch_backward(const char *fn, const T *dy, const T *x, const T *w, con
   return check_launch(fn, "rmsnorm_dweight_kernel");
 }
 
-/* rows * cols, or 0 when it would overflow (product_fits reports that case). */
-inline int64_t count_of(int64_t rows, int64_t cols) {
-  int64_t n = 0;
-  if (rows < 0 || cols < 0 || __builtin_mul_overflow(rows, cols, &n)) return 0;
-  return n;
-}
-
 }  // namespace moe4j
 
 using namespace moe4j;
@@ -287,13 +281,7 @@ int32_t moe4j_cuda_rmsnorm_forward(int32_t dtype, const void *x, const void *wei
                                    void *stream) {
   const char *fn = "moe4j_cuda_rmsnorm_forward";
   ArgCheck chk(fn);
-  const int64_t n = count_of(rows, cols);
-  chk.float_dtype("dtype", dtype).non_negative("rows", rows).non_negative("cols", cols)
-      .require(rows == 0 || cols > 0, "cols must be > 0 when rows > 0, got %lld", (long long)cols)
-      .product_fits("rows * cols", rows, cols).positive_finite("eps", eps)
-      .buffer("x", x, n, dtype).buffer("weight", weight, cols, dtype).buffer("y", y, n, dtype)
-      .buffer("rstd", rstd, rstd == nullptr ? 0 : rows, MOE4J_DTYPE_F32)
-      .no_overlap("x", x, "y", y, n * dtype_size(dtype), false);
+  check_rmsnorm_forward(chk, dtype, x, weight, y, rstd, rows, cols, eps);
   if (chk.failed()) return chk.status();
   if (rows == 0) return MOE4J_OK;
   if (dtype == MOE4J_DTYPE_BF16)
@@ -309,15 +297,7 @@ int32_t moe4j_cuda_rmsnorm_backward(int32_t dtype, const void *dy, const void *x
                                     int32_t accumulate, void *stream) {
   const char *fn = "moe4j_cuda_rmsnorm_backward";
   ArgCheck chk(fn);
-  const int64_t n = count_of(rows, cols);
-  chk.float_dtype("dtype", dtype).non_negative("rows", rows).non_negative("cols", cols)
-      .require(rows == 0 || cols > 0, "cols must be > 0 when rows > 0, got %lld", (long long)cols)
-      .product_fits("rows * cols", rows, cols)
-      .buffer("dy", dy, n, dtype).buffer("x", x, n, dtype).buffer("weight", weight, cols, dtype)
-      .buffer("rstd", rstd, rows, MOE4J_DTYPE_F32).buffer("dx", dx, n, dtype)
-      .buffer("dweight", dweight, cols, MOE4J_DTYPE_F32)
-      .no_overlap("dx", dx, "dy", dy, n * dtype_size(dtype), false)
-      .no_overlap("dx", dx, "x", x, n * dtype_size(dtype), false);
+  check_rmsnorm_backward(chk, dtype, dy, x, weight, rstd, dx, dweight, rows, cols, accumulate);
   if (chk.failed()) return chk.status();
   if (cols == 0) return MOE4J_OK; /* then rows == 0 too: nothing to write */
   if (dtype == MOE4J_DTYPE_BF16)

@@ -14,6 +14,7 @@
  */
 #include "cuda_check.cuh"
 #include "numerics.h"
+#include "op_args.h"
 #include "swiglu_math.h"
 
 namespace moe4j {
@@ -54,21 +55,6 @@ inline dim3 swiglu_grid(int64_t rows, int64_t cols) {
   return dim3(blocks_for(cols, kSwigluThreads), (unsigned int)(rows < kMaxGridY ? rows : kMaxGridY));
 }
 
-/* Elements a strided gate/up buffer spans: (rows - 1) * in_stride + cols, 0 when empty. */
-inline int64_t strided_span(int64_t rows, int64_t cols, int64_t in_stride) {
-  if (rows <= 0 || cols <= 0 || in_stride < cols) return 0;
-  int64_t n = 0;
-  if (__builtin_mul_overflow(rows - 1, in_stride, &n) || __builtin_add_overflow(n, cols, &n))
-    return 0;
-  return n;
-}
-
-inline int64_t count_of(int64_t rows, int64_t cols) {
-  int64_t n = 0;
-  if (rows < 0 || cols < 0 || __builtin_mul_overflow(rows, cols, &n)) return 0;
-  return n;
-}
-
 }  // namespace moe4j
 
 using namespace moe4j;
@@ -79,13 +65,9 @@ int32_t moe4j_cuda_swiglu_forward(int32_t dtype, const void *gate, const void *u
                                   int64_t rows, int64_t cols, int64_t in_stride, void *stream) {
   const char *fn = "moe4j_cuda_swiglu_forward";
   ArgCheck chk(fn);
-  const int64_t span = strided_span(rows, cols, in_stride), n = count_of(rows, cols);
-  chk.float_dtype("dtype", dtype).non_negative("rows", rows).non_negative("cols", cols)
-      .at_least("in_stride", in_stride, cols).product_fits("rows * in_stride", rows, in_stride)
-      .buffer("gate", gate, span, dtype).buffer("up", up, span, dtype)
-      .buffer("out", out, n, dtype);
+  check_swiglu_forward(chk, dtype, gate, up, out, rows, cols, in_stride);
   if (chk.failed()) return chk.status();
-  if (n == 0) return MOE4J_OK;
+  if (rows == 0 || cols == 0) return MOE4J_OK;
   const dim3 grid = swiglu_grid(rows, cols);
   if (dtype == MOE4J_DTYPE_BF16)
     swiglu_forward_kernel<<<grid, kSwigluThreads, 0, as_stream(stream)>>>(
@@ -101,14 +83,9 @@ int32_t moe4j_cuda_swiglu_backward(int32_t dtype, const void *gate, const void *
                                    int64_t cols, int64_t in_stride, void *stream) {
   const char *fn = "moe4j_cuda_swiglu_backward";
   ArgCheck chk(fn);
-  const int64_t span = strided_span(rows, cols, in_stride), n = count_of(rows, cols);
-  chk.float_dtype("dtype", dtype).non_negative("rows", rows).non_negative("cols", cols)
-      .at_least("in_stride", in_stride, cols).product_fits("rows * in_stride", rows, in_stride)
-      .buffer("gate", gate, span, dtype).buffer("up", up, span, dtype)
-      .buffer("dout", dout, n, dtype).buffer("dgate", dgate, span, dtype)
-      .buffer("dup", dup, span, dtype);
+  check_swiglu_backward(chk, dtype, gate, up, dout, dgate, dup, rows, cols, in_stride);
   if (chk.failed()) return chk.status();
-  if (n == 0) return MOE4J_OK;
+  if (rows == 0 || cols == 0) return MOE4J_OK;
   const dim3 grid = swiglu_grid(rows, cols);
   if (dtype == MOE4J_DTYPE_BF16)
     swiglu_backward_kernel<<<grid, kSwigluThreads, 0, as_stream(stream)>>>(

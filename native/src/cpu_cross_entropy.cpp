@@ -17,6 +17,7 @@
 #include <string.h>
 
 #include "cpu_common.h"
+#include "op_args.h"
 #include "softmax_math.h"
 
 using namespace moe4j;
@@ -111,21 +112,8 @@ int32_t moe4j_cpu_cross_entropy_forward(int32_t dtype, const void *logits, const
                                         float *losses, float *lse, int64_t rows, int64_t vocab,
                                         int32_t ignore_index) {
   ArgCheck chk("moe4j_cpu_cross_entropy_forward");
-  chk.float_dtype("dtype", dtype).non_negative("rows", rows).positive("vocab", vocab)
-      .product_fits("rows * vocab", rows, vocab);
-  if (chk.failed()) return chk.status();
-  const int64_t logits_bytes = rows * vocab * dtype_size(dtype), row_bytes = rows * 4;
-  chk.buffer("logits", logits, rows * vocab, dtype)
-      .buffer("targets", targets, rows, MOE4J_DTYPE_I32)
-      .buffer("losses", losses, rows, MOE4J_DTYPE_F32).buffer("lse", lse, rows, MOE4J_DTYPE_F32)
-      .no_overlap("losses", losses, "lse", lse, row_bytes, false)
-      .require(!ranges_overlap(losses, row_bytes, logits, logits_bytes) &&
-                   !ranges_overlap(lse, row_bytes, logits, logits_bytes),
-               "losses/lse overlap logits")
-      .require(!ranges_overlap(losses, row_bytes, targets, row_bytes) &&
-                   !ranges_overlap(lse, row_bytes, targets, row_bytes),
-               "losses/lse overlap targets");
-  check_targets(chk, targets, rows, vocab, ignore_index);
+  check_cross_entropy_forward(chk, dtype, logits, targets, losses, lse, rows, vocab, ignore_index);
+  check_targets(chk, targets, rows, vocab, ignore_index); /* CPU only: reads the targets */
   if (chk.failed()) return chk.status();
   dispatch_float(dtype, [&](auto tag) {
     using T = decltype(tag);
@@ -138,18 +126,9 @@ int32_t moe4j_cpu_cross_entropy_backward(int32_t dtype, const void *logits, cons
                                          const float *lse, void *dlogits, int64_t rows,
                                          int64_t vocab, int32_t ignore_index, float grad_scale) {
   ArgCheck chk("moe4j_cpu_cross_entropy_backward");
-  chk.float_dtype("dtype", dtype).non_negative("rows", rows).positive("vocab", vocab)
-      .product_fits("rows * vocab", rows, vocab).finite("grad_scale", grad_scale);
-  if (chk.failed()) return chk.status();
-  const int64_t logits_bytes = rows * vocab * dtype_size(dtype), row_bytes = rows * 4;
-  chk.buffer("logits", logits, rows * vocab, dtype)
-      .buffer("targets", targets, rows, MOE4J_DTYPE_I32).buffer("lse", lse, rows, MOE4J_DTYPE_F32)
-      .buffer("dlogits", dlogits, rows * vocab, dtype)
-      .no_overlap("logits", logits, "dlogits", dlogits, logits_bytes, true)
-      .require(!ranges_overlap(dlogits, logits_bytes, targets, row_bytes) &&
-                   !ranges_overlap(dlogits, logits_bytes, lse, row_bytes),
-               "dlogits overlaps targets/lse");
-  check_targets(chk, targets, rows, vocab, ignore_index);
+  check_cross_entropy_backward(chk, dtype, logits, targets, lse, dlogits, rows, vocab, ignore_index,
+                               grad_scale);
+  check_targets(chk, targets, rows, vocab, ignore_index); /* CPU only: reads the targets */
   if (chk.failed()) return chk.status();
   dispatch_float(dtype, [&](auto tag) {
     using T = decltype(tag);

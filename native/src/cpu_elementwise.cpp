@@ -6,6 +6,7 @@
 #include <string.h>
 
 #include "cpu_common.h"
+#include "op_args.h"
 
 using namespace moe4j;
 
@@ -55,8 +56,7 @@ extern "C" {
 
 int32_t moe4j_cpu_add(int32_t dtype, const void *a, const void *b, void *out, int64_t n) {
   ArgCheck chk("moe4j_cpu_add");
-  chk.float_dtype("dtype", dtype).non_negative("n", n).product_fits("n", n, 1)
-      .buffer("a", a, n, dtype).buffer("b", b, n, dtype).buffer("out", out, n, dtype);
+  check_add(chk, dtype, a, b, out, n);
   if (chk.failed()) return chk.status();
   dispatch_float(dtype, [&](auto tag) {
     using T = decltype(tag);
@@ -69,8 +69,7 @@ int32_t moe4j_cpu_add(int32_t dtype, const void *a, const void *b, void *out, in
 
 int32_t moe4j_cpu_scale(int32_t dtype, const void *x, void *out, int64_t n, float alpha) {
   ArgCheck chk("moe4j_cpu_scale");
-  chk.float_dtype("dtype", dtype).non_negative("n", n).buffer("x", x, n, dtype)
-      .buffer("out", out, n, dtype).finite("alpha", alpha);
+  check_scale(chk, dtype, x, out, n, alpha);
   if (chk.failed()) return chk.status();
   dispatch_float(dtype, [&](auto tag) {
     using T = decltype(tag);
@@ -83,8 +82,7 @@ int32_t moe4j_cpu_scale(int32_t dtype, const void *x, void *out, int64_t n, floa
 
 int32_t moe4j_cpu_copy(const void *src, void *dst, int64_t bytes) {
   ArgCheck chk("moe4j_cpu_copy");
-  chk.non_negative("bytes", bytes).buffer("src", src, bytes, MOE4J_DTYPE_U8)
-      .buffer("dst", dst, bytes, MOE4J_DTYPE_U8).no_overlap("src", src, "dst", dst, bytes, false);
+  check_copy(chk, src, dst, bytes);
   if (chk.failed()) return chk.status();
   parallel_chunks(bytes, [&](int64_t s, int64_t c) {
     memcpy((char *)dst + s, (const char *)src + s, (size_t)c);
@@ -95,11 +93,7 @@ int32_t moe4j_cpu_copy(const void *src, void *dst, int64_t bytes) {
 int32_t moe4j_cpu_cast(int32_t src_dtype, const void *src, int32_t dst_dtype, void *dst,
                        int64_t n) {
   ArgCheck chk("moe4j_cpu_cast");
-  chk.castable_dtype("src_dtype", src_dtype).castable_dtype("dst_dtype", dst_dtype)
-      .non_negative("n", n).buffer("src", src, n, src_dtype).buffer("dst", dst, n, dst_dtype);
-  if (chk.failed()) return chk.status();
-  chk.require(!ranges_overlap(src, n * dtype_size(src_dtype), dst, n * dtype_size(dst_dtype)),
-              "src and dst overlap");
+  check_cast(chk, src_dtype, src, dst_dtype, dst, n);
   if (chk.failed()) return chk.status();
   switch (src_dtype) {
     case MOE4J_DTYPE_F32: cast_from((const float *)src, dst_dtype, dst, n); break;

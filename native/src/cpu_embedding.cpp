@@ -16,6 +16,7 @@
 #include <string.h>
 
 #include "cpu_common.h"
+#include "op_args.h"
 
 using namespace moe4j;
 
@@ -77,18 +78,10 @@ extern "C" {
 int32_t moe4j_cpu_embedding_forward(int32_t dtype, const void *table, const int32_t *ids,
                                     void *out, int64_t num_ids, int64_t vocab, int64_t dim) {
   ArgCheck chk("moe4j_cpu_embedding_forward");
-  chk.float_dtype("dtype", dtype).non_negative("num_ids", num_ids).non_negative("vocab", vocab)
-      .non_negative("dim", dim).product_fits("num_ids * dim", num_ids, dim)
-      .product_fits("vocab * dim", vocab, dim);
+  check_embedding_forward(chk, dtype, table, ids, out, num_ids, vocab, dim);
+  check_ids(chk, ids, num_ids, vocab); /* CPU only: the launcher cannot read device ids */
   if (chk.failed()) return chk.status();
-  const int64_t es = dtype_size(dtype);
-  const int64_t out_bytes = num_ids * dim * es, table_bytes = vocab * dim * es;
-  chk.buffer("table", table, vocab * dim, dtype).buffer("ids", ids, num_ids, MOE4J_DTYPE_I32)
-      .buffer("out", out, num_ids * dim, dtype)
-      .require(!ranges_overlap(out, out_bytes, table, table_bytes), "out and table overlap")
-      .require(!ranges_overlap(out, out_bytes, ids, num_ids * 4), "out and ids overlap");
-  check_ids(chk, ids, num_ids, vocab);
-  if (chk.failed()) return chk.status();
+  const int64_t es = dtype_size(dtype), out_bytes = num_ids * dim * es;
   if (out_bytes == 0) return MOE4J_OK;
   const size_t row_bytes = (size_t)(dim * es);
   const char *src = (const char *)table;
@@ -103,17 +96,8 @@ int32_t moe4j_cpu_embedding_backward(int32_t dtype, const void *dout, const int3
                                      float *dtable, int64_t num_ids, int64_t vocab, int64_t dim,
                                      int32_t accumulate) {
   ArgCheck chk("moe4j_cpu_embedding_backward");
-  chk.float_dtype("dtype", dtype).non_negative("num_ids", num_ids).non_negative("vocab", vocab)
-      .non_negative("dim", dim).product_fits("num_ids * dim", num_ids, dim)
-      .product_fits("vocab * dim", vocab, dim);
-  if (chk.failed()) return chk.status();
-  const int64_t dtable_bytes = vocab * dim * 4;
-  chk.buffer("dout", dout, num_ids * dim, dtype).buffer("ids", ids, num_ids, MOE4J_DTYPE_I32)
-      .buffer("dtable", dtable, vocab * dim, MOE4J_DTYPE_F32)
-      .require(!ranges_overlap(dtable, dtable_bytes, dout, num_ids * dim * dtype_size(dtype)),
-               "dtable and dout overlap")
-      .require(!ranges_overlap(dtable, dtable_bytes, ids, num_ids * 4), "dtable and ids overlap");
-  check_ids(chk, ids, num_ids, vocab);
+  check_embedding_backward(chk, dtype, dout, ids, dtable, num_ids, vocab, dim, accumulate);
+  check_ids(chk, ids, num_ids, vocab); /* CPU only: the launcher cannot read device ids */
   if (chk.failed()) return chk.status();
   const int64_t n = vocab * dim;
   if (n == 0) return MOE4J_OK;

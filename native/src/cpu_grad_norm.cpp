@@ -20,6 +20,7 @@
 #include <stdlib.h>
 
 #include "cpu_common.h"
+#include "op_args.h"
 
 using namespace moe4j;
 
@@ -67,9 +68,7 @@ extern "C" {
 
 int32_t moe4j_cpu_sum_squares(int32_t dtype, const void *x, int64_t n, float *out) {
   ArgCheck chk("moe4j_cpu_sum_squares");
-  chk.float_dtype("dtype", dtype).non_negative("n", n).product_fits("n", n, 1)
-      .buffer("x", x, n, dtype).buffer("out", out, 1, MOE4J_DTYPE_F32)
-      .require(!ranges_overlap(x, n * dtype_size(dtype), out, 4), "x and out overlap");
+  check_sum_squares(chk, dtype, x, n, out);
   if (chk.failed()) return chk.status();
   if (n == 0) {
     out[0] = 0.0f;
@@ -95,10 +94,7 @@ int32_t moe4j_cpu_sum_squares(int32_t dtype, const void *x, int64_t n, float *ou
 int32_t moe4j_cpu_clip_coefficient(const float *partials, int64_t count, float max_norm,
                                    float *out) {
   ArgCheck chk("moe4j_cpu_clip_coefficient");
-  chk.non_negative("count", count).product_fits("count", count, 1)
-      .buffer("partials", partials, count, MOE4J_DTYPE_F32).buffer("out", out, 2, MOE4J_DTYPE_F32)
-      .positive_finite("max_norm", max_norm)
-      .require(!ranges_overlap(partials, count * 4, out, 8), "partials and out overlap");
+  check_clip_coefficient(chk, partials, count, max_norm, out);
   if (chk.failed()) return chk.status();
   double total = 0.0;
   for (int64_t i = 0; i < count; i++) total += (double)partials[i];

@@ -18,6 +18,7 @@
 #include <stdlib.h>
 
 #include "cpu_common.h"
+#include "op_args.h"
 #include "rmsnorm_math.h"
 
 using namespace moe4j;
@@ -62,13 +63,6 @@ MOE4J_SIMD_CLONES void combine_blocks(const float *partial, int64_t blocks, int6
     for (int64_t j = 0; j < n; j++) dweight[c0 + j] = total[j];
 }
 
-/* rows * cols, or 0 when it would overflow (product_fits reports that case). */
-int64_t count_of(int64_t rows, int64_t cols) {
-  int64_t n = 0;
-  if (rows < 0 || cols < 0 || __builtin_mul_overflow(rows, cols, &n)) return 0;
-  return n;
-}
-
 template <typename T>
 void forward(const T *x, const T *w, T *y, float *rstd, int64_t rows, int64_t cols, float eps) {
 #pragma omp parallel for schedule(static) if (rows > 1 && rows * cols >= kChunk)
@@ -97,13 +91,7 @@ int32_t moe4j_cpu_rmsnorm_forward(int32_t dtype, const void *x, const void *weig
                                   float *rstd, int64_t rows, int64_t cols, float eps) {
   const char *fn = "moe4j_cpu_rmsnorm_forward";
   ArgCheck chk(fn);
-  const int64_t n = count_of(rows, cols);
-  chk.float_dtype("dtype", dtype).non_negative("rows", rows).non_negative("cols", cols)
-      .require(rows == 0 || cols > 0, "cols must be > 0 when rows > 0, got %lld", (long long)cols)
-      .product_fits("rows * cols", rows, cols).positive_finite("eps", eps)
-      .buffer("x", x, n, dtype).buffer("weight", weight, cols, dtype).buffer("y", y, n, dtype)
-      .buffer("rstd", rstd, rstd == nullptr ? 0 : rows, MOE4J_DTYPE_F32)
-      .no_overlap("x", x, "y", y, n * dtype_size(dtype), false);
+  check_rmsnorm_forward(chk, dtype, x, weight, y, rstd, rows, cols, eps);
   if (chk.failed()) return chk.status();
   dispatch_float(dtype, [&](auto tag) {
     using T = decltype(tag);
@@ -118,15 +106,7 @@ int32_t moe4j_cpu_rmsnorm_backward(int32_t dtype, const void *dy, const void *x,
                                    int32_t accumulate) {
   const char *fn = "moe4j_cpu_rmsnorm_backward";
   ArgCheck chk(fn);
-  const int64_t n = count_of(rows, cols);
-  chk.float_dtype("dtype", dtype).non_negative("rows", rows).non_negative("cols", cols)
-      .require(rows == 0 || cols > 0, "cols must be > 0 when rows > 0, got %lld", (long long)cols)
-      .product_fits("rows * cols", rows, cols)
-      .buffer("dy", dy, n, dtype).buffer("x", x, n, dtype).buffer("weight", weight, cols, dtype)
-      .buffer("rstd", rstd, rows, MOE4J_DTYPE_F32).buffer("dx", dx, n, dtype)
-      .buffer("dweight", dweight, cols, MOE4J_DTYPE_F32)
-      .no_overlap("dx", dx, "dy", dy, n * dtype_size(dtype), false)
-      .no_overlap("dx", dx, "x", x, n * dtype_size(dtype), false);
+  check_rmsnorm_backward(chk, dtype, dy, x, weight, rstd, dx, dweight, rows, cols, accumulate);
   if (chk.failed()) return chk.status();
   const int64_t block_rows = rmsnorm_dweight_block_rows(rows);
   const int64_t blocks = (rows + block_rows - 1) / block_rows;

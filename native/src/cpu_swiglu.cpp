@@ -10,6 +10,7 @@
 /* No FMA contraction: the AVX2/AVX-512 clones would fuse a*b+c while the baseline clone cannot. */
 
 #include "cpu_common.h"
+#include "op_args.h"
 #include "swiglu_math.h"
 
 using namespace moe4j;
@@ -44,22 +45,6 @@ void parallel_pieces(int64_t rows, int64_t cols, Body body) {
   }
 }
 
-/* Elements a strided gate/up buffer spans: (rows - 1) * in_stride + cols, 0 when empty. Only
- * used after product_fits(rows, in_stride) and in_stride >= cols passed. */
-int64_t strided_span(int64_t rows, int64_t cols, int64_t in_stride) {
-  if (rows <= 0 || cols <= 0 || in_stride < cols) return 0;
-  int64_t n = 0;
-  if (__builtin_mul_overflow(rows - 1, in_stride, &n) || __builtin_add_overflow(n, cols, &n))
-    return 0;
-  return n;
-}
-
-int64_t count_of(int64_t rows, int64_t cols) {
-  int64_t n = 0;
-  if (rows < 0 || cols < 0 || __builtin_mul_overflow(rows, cols, &n)) return 0;
-  return n;
-}
-
 }  // namespace
 
 extern "C" {
@@ -67,11 +52,7 @@ extern "C" {
 int32_t moe4j_cpu_swiglu_forward(int32_t dtype, const void *gate, const void *up, void *out,
                                  int64_t rows, int64_t cols, int64_t in_stride) {
   ArgCheck chk("moe4j_cpu_swiglu_forward");
-  const int64_t span = strided_span(rows, cols, in_stride), n = count_of(rows, cols);
-  chk.float_dtype("dtype", dtype).non_negative("rows", rows).non_negative("cols", cols)
-      .at_least("in_stride", in_stride, cols).product_fits("rows * in_stride", rows, in_stride)
-      .buffer("gate", gate, span, dtype).buffer("up", up, span, dtype)
-      .buffer("out", out, n, dtype);
+  check_swiglu_forward(chk, dtype, gate, up, out, rows, cols, in_stride);
   if (chk.failed()) return chk.status();
   dispatch_float(dtype, [&](auto tag) {
     using T = decltype(tag);
@@ -87,12 +68,7 @@ int32_t moe4j_cpu_swiglu_backward(int32_t dtype, const void *gate, const void *u
                                   const void *dout, void *dgate, void *dup, int64_t rows,
                                   int64_t cols, int64_t in_stride) {
   ArgCheck chk("moe4j_cpu_swiglu_backward");
-  const int64_t span = strided_span(rows, cols, in_stride), n = count_of(rows, cols);
-  chk.float_dtype("dtype", dtype).non_negative("rows", rows).non_negative("cols", cols)
-      .at_least("in_stride", in_stride, cols).product_fits("rows * in_stride", rows, in_stride)
-      .buffer("gate", gate, span, dtype).buffer("up", up, span, dtype)
-      .buffer("dout", dout, n, dtype).buffer("dgate", dgate, span, dtype)
-      .buffer("dup", dup, span, dtype);
+  check_swiglu_backward(chk, dtype, gate, up, dout, dgate, dup, rows, cols, in_stride);
   if (chk.failed()) return chk.status();
   dispatch_float(dtype, [&](auto tag) {
     using T = decltype(tag);
