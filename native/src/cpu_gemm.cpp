@@ -11,16 +11,18 @@
  *
  * Structure (BLIS): work items are (group, m-tile, n-tile) triples numbered by the shared tile
  * schedule (kernels/common/grouped_gemm_schedule.h) and handed out through an atomic counter, so a
- * skewed routing keeps every thread busy. A thread owning an item packs the item's B panel
- * (Kr x NT, in KC blocks of NR-wide micro-panels; bf16 widened here) once, then for each MC block
- * of rows and each KC block packs A (MC x KC) and runs the MR x NR micro-kernel over the block
- * (loops jr / ir) into an f32 tile buffer; the epilogue (row scale, accumulate, SwiGLU, rounding
- * to the output dtype) then writes the MC x NT block. Each output element is a single FMA chain
- * in k order (see cpu_gemm_kernels.h): results do not depend on the thread count, the tiling, or
- * the SIMD variant.
+ * skewed routing keeps every thread busy. A thread owning an item loops over KC blocks of the
+ * reduction (pc); for each it packs the KC x NT block of B (NR-wide micro-panels; bf16 widened
+ * here; stays in L2), then for each MC block of rows packs A (MC x KC) and runs the MR x NR
+ * micro-kernel over it (ir outer: the A micro-panel stays in L1 while B micro-panels stream from
+ * L2) into the item's f32 tile buffer; the first KC block writes the buffer, later ones continue
+ * each element's FMA chain. The epilogue (row scale, accumulate, SwiGLU, rounding to the output
+ * dtype) then writes the tile. Each output element is a single FMA chain in k order (see
+ * cpu_gemm_kernels.h): results do not depend on the thread count, the tiling, or the SIMD variant.
  */
 #include <omp.h>
 #include <stdlib.h>
+#include <sys/mman.h>
 
 #include <atomic>
 #include <new>
@@ -67,6 +69,44 @@ const Variant &variant() {
 
 int64_t round_up(int64_t a, int64_t b) { return (a + b - 1) / b * b; }
 
+/* Packing buffers, kept between calls: a fresh multi-MiB allocation is mmap'ed by malloc and
+ * page-faulted (and zeroed) on every call, a few percent of a 2048^3 GEMM. One cached buffer,
+ * 2 MiB aligned and marked for transparent huge pages (fewer TLB misses on the tile buffer);
+ * a call that finds it in use by another call allocates its own. Never larger than 256 MiB. */
+struct PackBuffer {
+  std::atomic<bool> busy{false};
+  float *ptr = nullptr;
+  size_t bytes = 0;
+};
+PackBuffer g_pack_buffer;
+
+float *alloc_pack(size_t bytes) {
+  const size_t huge = (size_t)2 << 20;
+  bytes = (bytes + huge - 1) / huge * huge;
+  void *p = aligned_alloc(huge, bytes);
+  if (p != nullptr) madvise(p, bytes, MADV_HUGEPAGE);
+  return (float *)p;
+}
+
+float *acquire_pack(size_t bytes) {
+  if (bytes <= ((size_t)256 << 20) && !g_pack_buffer.busy.exchange(true, std::memory_order_acquire)) {
+    if (g_pack_buffer.bytes < bytes) {
+      free(g_pack_buffer.ptr);
+      g_pack_buffer.ptr = alloc_pack(bytes);
+      g_pack_buffer.bytes = g_pack_buffer.ptr != nullptr ? bytes : 0;
+    }
+    if (g_pack_buffer.ptr != nullptr) return g_pack_buffer.ptr;
+    g_pack_buffer.busy.store(false, std::memory_order_release);
+    return nullptr;
+  }
+  return alloc_pack(bytes);
+}
+
+void release_pack(float *p) {
+  if (p != nullptr && p == g_pack_buffer.ptr) g_pack_buffer.busy.store(false, std::memory_order_release);
+  else free(p);
+}
+
 /* ---- problem description ---------------------------------------------------------------- */
 
 enum class Kind { kForward, kDgrad, kWgrad, kSwiglu };
@@ -95,7 +135,6 @@ struct Runner {
   int64_t tile_m;  /* rows of C per work item */
   int64_t tile_n;  /* columns of C per work item (swiglu: f-columns; packed width 2 * tile_n) */
   int64_t pack_n;  /* packed columns per work item (multiple of NR) */
-  int64_t kr_max;  /* longest reduction */
 
   /* C rows of group e (M of its GEMM) and reduction length */
   int64_t m_of(int64_t e) const { return pb.kind == Kind::kWgrad ? pb.n : group_rows(pb, e); }
@@ -209,56 +248,51 @@ struct Runner {
     const int64_t e = t.group, kr = kr_of(e), m = m_of(e);
     const int64_t i_begin = t.m_tile * tile_m;
     const int64_t i_end = i_begin + tile_m < m ? i_begin + tile_m : m;
+    const int64_t rows = i_end - i_begin;
     const int64_t j0 = t.n_tile * tile_n;
     /* +16: tile-buffer rows 64 bytes apart from a power of two, against 4K set aliasing */
     const int64_t kc_max = v.kc, mr = v.mr, nr = v.nr, ldc = pack_n + 16;
-    /* B panel, all of kr: block p0 holds pack_n / NR micro-panels of kc x NR */
+    if (kr == 0) memset(cbuf, 0, sizeof(float) * round_up(rows, mr) * ldc);
+    int64_t ars, aps;
+    const Tin *a = a_at(e, i_begin, &ars, &aps);
     for (int64_t p0 = 0; p0 < kr; p0 += kc_max) {
       const int64_t kc = kr - p0 < kc_max ? kr - p0 : kc_max;
       for (int64_t vc = 0; vc < pack_n; vc += nr) {
         int64_t rs, ps, valid;
         const Tin *src = b_at(e, j0, vc, &rs, &ps, &valid);
-        pack(src + p0 * ps, rs, ps, valid, kc, (int)nr, bpack + p0 * pack_n + vc * kc);
+        pack(src + p0 * ps, rs, ps, valid, kc, (int)nr, bpack + vc * kc);
       }
-    }
-    for (int64_t ic = i_begin; ic < i_end; ic += v.mc) {
-      const int64_t mc = i_end - ic < v.mc ? i_end - ic : v.mc;
-      const int64_t mc_pad = round_up(mc, mr);
-      if (kr == 0) memset(cbuf, 0, sizeof(float) * mc_pad * ldc);
-      for (int64_t p0 = 0; p0 < kr; p0 += kc_max) {
-        const int64_t kc = kr - p0 < kc_max ? kr - p0 : kc_max;
-        int64_t rs, ps;
-        const Tin *a = a_at(e, ic, &rs, &ps);
+      for (int64_t ic = 0; ic < rows; ic += v.mc) {
+        const int64_t mc = rows - ic < v.mc ? rows - ic : v.mc;
+        const int64_t mc_pad = round_up(mc, mr);
         for (int64_t ir = 0; ir < mc_pad; ir += mr) {
           const int64_t valid = mc - ir < mr ? mc - ir : mr;
-          pack(a + ir * rs + p0 * ps, rs, ps, valid, kc, (int)mr, apack + ir * kc);
+          pack(a + (ic + ir) * ars + p0 * aps, ars, aps, valid, kc, (int)mr, apack + ir * kc);
         }
-        const float *bblock = bpack + p0 * pack_n;
-        for (int64_t jr = 0; jr < pack_n; jr += nr)
-          for (int64_t ir = 0; ir < mc_pad; ir += mr)
-            v.ukr(kc, apack + ir * kc, bblock + jr * kc, cbuf + ir * ldc + jr, ldc, p0 > 0);
+        for (int64_t ir = 0; ir < mc_pad; ir += mr) {
+          float *crow = cbuf + (ic + ir) * ldc;
+          for (int64_t jr = 0; jr < pack_n; jr += nr) {
+            v.ukr(kc, apack + ir * kc, bpack + jr * kc, crow + jr, ldc, p0 > 0);
+          }
+        }
       }
-      epilogue(e, ic, mc, j0, cbuf, ldc);
     }
+    epilogue(e, i_begin, rows, j0, cbuf, ldc);
   }
 
   int32_t run() {
     const int64_t E = pb.num_groups;
-    kr_max = 0;
     int64_t m_max = 0;
-    for (int64_t e = 0; e < E; e++) {
-      if (kr_of(e) > kr_max) kr_max = kr_of(e);
+    for (int64_t e = 0; e < E; e++)
       if (m_of(e) > m_max) m_max = m_of(e);
-    }
     if (cols == 0 || m_max == 0) return MOE4J_OK;
-    /* Tiles: up to 1024 rows x 512 columns (measured best: the per-KC B block, 512 KiB, stays in L2
-     * beside the A block and the tile buffer), fewer columns when kr is long (the packed B panel,
-     * kr x tile columns, stays under 16 MiB per thread). Only shapes decide them. */
+    /* Tiles: up to 1024 rows x 1024 packed columns. A tile's A rows are packed once per tile and
+     * its B columns once per tile, so large tiles pack x and w fewer times (2048^3: each of them
+     * twice); the f32 tile buffer (4 MiB) lives in L3 and only the KC x 1024 B block (1 MiB) and
+     * the MC x KC A block must stay in L2. Only shapes decide them. */
     const int64_t nr = v.nr, mr = v.mr;
     const int64_t packed_per_col = pb.kind == Kind::kSwiglu ? 2 : 1;
-    int64_t tn = (int64_t)1 << 22;
-    tn = kr_max > 0 ? tn / (kr_max * packed_per_col) : 1024;
-    tn = tn > 512 / packed_per_col ? 512 / packed_per_col : tn;
+    int64_t tn = 1024 / packed_per_col;
     tn = tn < nr ? nr : tn / nr * nr;
     const int64_t cols_pad = round_up(cols, nr);
     tile_n = tn < cols_pad ? tn : cols_pad;
@@ -289,12 +323,12 @@ struct Runner {
     int threads = omp_get_max_threads();
     if (threads > total) threads = (int)total;
     if (threads < 1) threads = 1;
-    const int64_t bsz = round_up(kr_max * pack_n, 16);
+    const int64_t bsz = round_up(v.kc * pack_n, 16);
     const int64_t asz = round_up(round_up(v.mc, mr) * v.kc, 16);
-    const int64_t csz = round_up(round_up(v.mc, mr) * (pack_n + 16), 16);
+    const int64_t csz = round_up(round_up(tile_m, mr) * (pack_n + 16), 16);
     const int64_t per_thread = bsz + asz + csz;
     const size_t bytes = sizeof(float) * (size_t)per_thread * (size_t)threads;
-    float *buf = (float *)aligned_alloc(64, round_up((int64_t)bytes, 64));
+    float *buf = acquire_pack(bytes);
     if (buf == nullptr)
       return fail(MOE4J_ERR_OUT_OF_MEMORY, "grouped gemm: cannot allocate %lld bytes of packing buffers",
                   (long long)bytes);
@@ -308,7 +342,7 @@ struct Runner {
         if (locate_tile(prefix.data(), E, t, n_tiles, &gt)) item(gt, bpack, apack, cbuf);
       }
     }
-    free(buf);
+    release_pack(buf);
     return MOE4J_OK;
   }
 };
@@ -318,7 +352,7 @@ int32_t run_problem(const Problem &pb, int32_t in_dtype, int32_t out_dtype) {
   int32_t status = MOE4J_OK;
   dispatch_float(in_dtype, [&](auto in_tag) {
     dispatch_float(out_dtype, [&](auto out_tag) {
-      Runner<decltype(in_tag), decltype(out_tag)> r{pb, variant(), cols, 0, 0, 0, 0};
+      Runner<decltype(in_tag), decltype(out_tag)> r{pb, variant(), cols, 0, 0, 0};
       status = r.run();
     });
   });

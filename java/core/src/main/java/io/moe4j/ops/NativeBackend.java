@@ -52,6 +52,13 @@ final class NativeBackend implements Backend {
     onDevice(op, device(), argument, t);
   }
 
+  /** t is on this device, has dtype dt and n elements (any shape). */
+  private void vector(String op, String argument, Tensor t, DType dt, long n) {
+    on(op, argument, t);
+    dtype(op, argument, t, dt);
+    numel(op, argument, t, n);
+  }
+
   private static long addr(Tensor t) {
     return t == null ? 0 : t.address();
   }
@@ -222,11 +229,7 @@ final class NativeBackend implements Backend {
     on(op, "y", y);
     shape(op, "y", y, x.shape());
     sameDtype(op, "y", y, "x", x);
-    if (rstd != null) {
-      on(op, "rstd", rstd);
-      dtype(op, "rstd", rstd, DType.F32);
-      numel(op, "rstd", rstd, rows);
-    }
+    if (rstd != null) vector(op, "rstd", rstd, DType.F32, rows);
     kernels.rmsNormForward(x.dtype().code(), x.address(), weight.address(), y.address(), addr(rstd), rows, cols, eps);
   }
 
@@ -244,9 +247,7 @@ final class NativeBackend implements Backend {
     on(op, "weight", weight);
     shape(op, "weight", weight, cols);
     sameDtype(op, "weight", weight, "x", x);
-    on(op, "rstd", rstd);
-    dtype(op, "rstd", rstd, DType.F32);
-    numel(op, "rstd", rstd, rows);
+    vector(op, "rstd", rstd, DType.F32, rows);
     on(op, "dx", dx);
     shape(op, "dx", dx, x.shape());
     sameDtype(op, "dx", dx, "x", x);
@@ -370,15 +371,9 @@ final class NativeBackend implements Backend {
     on(op, "logits", logits);
     rankAtLeast(op, "logits", logits, 1);
     long rows = rows(logits);
-    on(op, "targets", targets);
-    dtype(op, "targets", targets, DType.I32);
-    numel(op, "targets", targets, rows);
-    on(op, "losses", losses);
-    dtype(op, "losses", losses, DType.F32);
-    numel(op, "losses", losses, rows);
-    on(op, "logSumExp", logSumExp);
-    dtype(op, "logSumExp", logSumExp, DType.F32);
-    numel(op, "logSumExp", logSumExp, rows);
+    vector(op, "targets", targets, DType.I32, rows);
+    vector(op, "losses", losses, DType.F32, rows);
+    vector(op, "logSumExp", logSumExp, DType.F32, rows);
     kernels.crossEntropyForward(
         logits.dtype().code(), logits.address(), targets.address(), losses.address(), logSumExp.address(), rows,
         logits.dim(-1), ignoreIndex);
@@ -391,12 +386,8 @@ final class NativeBackend implements Backend {
     on(op, "logits", logits);
     rankAtLeast(op, "logits", logits, 1);
     long rows = rows(logits);
-    on(op, "targets", targets);
-    dtype(op, "targets", targets, DType.I32);
-    numel(op, "targets", targets, rows);
-    on(op, "logSumExp", logSumExp);
-    dtype(op, "logSumExp", logSumExp, DType.F32);
-    numel(op, "logSumExp", logSumExp, rows);
+    vector(op, "targets", targets, DType.I32, rows);
+    vector(op, "logSumExp", logSumExp, DType.F32, rows);
     on(op, "dLogits", dLogits);
     shape(op, "dLogits", dLogits, logits.shape());
     sameDtype(op, "dLogits", dLogits, "logits", logits);
@@ -480,6 +471,13 @@ final class NativeBackend implements Backend {
     shape(op, name, t, rows, cols);
   }
 
+  /** Rows T of a [T, cols] activation matrix. */
+  private static long activationRows(String op, String name, Tensor t, long cols) {
+    if (t.rank() != 2) throw Checks.error(op, name + " must be [T, " + cols + "], got " + java.util.Arrays.toString(t.shape()));
+    matrix(op, name, t, t.dim(0), cols);
+    return t.dim(0);
+  }
+
   @Override
   public void groupedGemmForward(Tensor x, Tensor w, Tensor offsets, Tensor y, Tensor rowScale, boolean accumulate) {
     String op = "groupedGemmForward";
@@ -488,16 +486,10 @@ final class NativeBackend implements Backend {
     on(op, "y", y);
     long groups = groups(op, offsets);
     long[] nk = weightDims(op, "w", w, offsets, groups);
-    if (x.rank() != 2) throw Checks.error(op, "x must be [T, K], got " + java.util.Arrays.toString(x.shape()));
-    long rows = x.dim(0);
-    matrix(op, "x", x, rows, nk[1]);
+    long rows = activationRows(op, "x", x, nk[1]);
     sameDtype(op, "w", w, "x", x);
     matrix(op, "y", y, rows, nk[0]);
-    if (rowScale != null) {
-      on(op, "rowScale", rowScale);
-      dtype(op, "rowScale", rowScale, DType.F32);
-      numel(op, "rowScale", rowScale, rows);
-    }
+    if (rowScale != null) vector(op, "rowScale", rowScale, DType.F32, rows);
     kernels.groupedGemmForward(
         x.dtype().code(), x.address(), w.address(), y.dtype().code(), y.address(), addr(offsets), groups, rows,
         nk[0], nk[1], addr(rowScale), accumulate);
@@ -511,9 +503,7 @@ final class NativeBackend implements Backend {
     on(op, "dx", dx);
     long groups = groups(op, offsets);
     long[] nk = weightDims(op, "w", w, offsets, groups);
-    if (dy.rank() != 2) throw Checks.error(op, "dy must be [T, N], got " + java.util.Arrays.toString(dy.shape()));
-    long rows = dy.dim(0);
-    matrix(op, "dy", dy, rows, nk[0]);
+    long rows = activationRows(op, "dy", dy, nk[0]);
     sameDtype(op, "w", w, "dy", dy);
     matrix(op, "dx", dx, rows, nk[1]);
     kernels.groupedGemmDgrad(
@@ -529,9 +519,7 @@ final class NativeBackend implements Backend {
     on(op, "dw", dw);
     long groups = groups(op, offsets);
     long[] nk = weightDims(op, "dw", dw, offsets, groups);
-    if (x.rank() != 2) throw Checks.error(op, "x must be [T, K], got " + java.util.Arrays.toString(x.shape()));
-    long rows = x.dim(0);
-    matrix(op, "x", x, rows, nk[1]);
+    long rows = activationRows(op, "x", x, nk[1]);
     matrix(op, "dy", dy, rows, nk[0]);
     sameDtype(op, "dy", dy, "x", x);
     kernels.groupedGemmWgrad(
@@ -549,9 +537,7 @@ final class NativeBackend implements Backend {
     long[] nk = weightDims(op, "w13", w13, offsets, groups);
     if (nk[0] % 2 != 0) throw Checks.error(op, "w13 must have 2F rows per group (gate then up), got " + nk[0]);
     long f = nk[0] / 2;
-    if (x.rank() != 2) throw Checks.error(op, "x must be [T, K], got " + java.util.Arrays.toString(x.shape()));
-    long rows = x.dim(0);
-    matrix(op, "x", x, rows, nk[1]);
+    long rows = activationRows(op, "x", x, nk[1]);
     sameDtype(op, "w13", w13, "x", x);
     matrix(op, "h", h, rows, f);
     if (gateUp != null) {
