@@ -208,6 +208,26 @@ int main(int argc, char **argv) {
     row("grouped f32 Zipf(1.2) E=8", "2048 rows x2048x2048", fl, tz, r);
   }
   {
+    /* large balanced groups: 8 x 1024 rows (Mixtral-like T = 4096 tokens, top-2) vs one dense
+     * GEMM of the same FLOPs (8192 x 2048 x 2048) */
+    const int64_t E = 8, M = 8192, N = 2048, K = 2048;
+    auto x = randv(M * K, 6), w = randv(E * N * K, 7);
+    std::vector<float> y(M * N);
+    std::vector<int64_t> off(E + 1);
+    for (int64_t e = 0; e <= E; e++) off[e] = e * M / E;
+    double fl = 2.0 * M * N * K;
+    Timing td = time_it(reps, [&] {
+      ok(moe4j_cpu_grouped_gemm_forward(F32, x.data(), w.data(), F32, y.data(), nullptr, 1, M, N, K, nullptr, 0));
+    });
+    row("dense f32 8192x2048x2048", "8192x2048x2048", fl, td);
+    Timing tg = time_it(reps, [&] {
+      ok(moe4j_cpu_grouped_gemm_forward(F32, x.data(), w.data(), F32, y.data(), off.data(), E, M, N, K, nullptr, 0));
+    });
+    char r[64];
+    snprintf(r, sizeof r, "(%.3fx dense)", td.median / tg.median);
+    row("grouped f32 balanced E=8 x 1024", "8x1024 rows x2048x2048", fl, tg, r);
+  }
+  {
     /* small groups: E = 64 experts x 64 rows, N = 512, K = 1024 (scaled down 1024x2048) */
     const int64_t E = 64, R = 64, N = 512, K = 1024, T = E * R;
     auto x = randv(T * K, 4), w = randv(E * N * K, 5);
