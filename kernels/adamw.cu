@@ -16,9 +16,9 @@
  * thread version, selected by moe4j_cuda_use_reference_kernels.
  *
  * Numerics: the element update is moe4j::adamw_update (numerics.h), shared with the CPU twin
- * (native/src/cpu_adamw.cpp). sqrtf and '/' are IEEE correctly rounded (no fast-math), but nvcc and
- * the AVX2/AVX-512 CPU clones may contract different a*b + c into FMAs, so CPU and GPU agree to a
- * few ulp, not bitwise; the fast and reference kernels here are bitwise equal.
+ * (native/src/cpu_adamw.cpp). sqrtf and '/' are IEEE correctly rounded (no fast-math), but nvcc
+ * contracts a*b + c into FMAs and the CPU library is built without contraction, so CPU and GPU
+ * agree to a few ulp, not bitwise; the fast and reference kernels here are bitwise equal.
  */
 #include <math.h>
 
@@ -29,10 +29,6 @@
 namespace moe4j {
 
 constexpr int kAdamwThreads = 256;
-
-struct AdamwHyper {
-  float lr, beta1, beta2, eps, weight_decay, bias1, bias2;
-};
 
 /* param_copy == NULL: the copy store compiles away. */
 struct NoCopy {};
@@ -189,14 +185,7 @@ int32_t moe4j_cuda_adamw_step(float *param, int32_t grad_dtype, const void *grad
   if (chk.failed()) return chk.status();
   if (n == 0) return MOE4J_OK;
 
-  AdamwHyper h;
-  h.lr = lr;
-  h.beta1 = beta1;
-  h.beta2 = beta2;
-  h.eps = eps;
-  h.weight_decay = weight_decay;
-  h.bias1 = (float)(1.0 - pow((double)beta1, (double)step));
-  h.bias2 = (float)(1.0 - pow((double)beta2, (double)step));
+  const AdamwHyper h = adamw_hyper(lr, beta1, beta2, eps, weight_decay, step);
   if (grad_dtype == MOE4J_DTYPE_BF16)
     launch_adamw_copy(param, (const bf16_t *)grad, m, v, copy_dtype, param_copy, n, h, grad_scale,
                       as_stream(stream));

@@ -83,6 +83,19 @@ MOE4J_HD float silu_grad(float x) {
   return s * (1.0f + x * (1.0f - s));
 }
 
+/* Constants of one AdamW step. bias1 = 1 - beta1^step and bias2 = 1 - beta2^step are computed
+ * once per call on the host, in double (adamw_hyper). */
+struct AdamwHyper {
+  float lr, beta1, beta2, eps, weight_decay, bias1, bias2;
+};
+
+inline AdamwHyper adamw_hyper(float lr, float beta1, float beta2, float eps, float weight_decay,
+                              int64_t step) {
+  return AdamwHyper{lr, beta1, beta2, eps, weight_decay,
+                    (float)(1.0 - pow((double)beta1, (double)step)),
+                    (float)(1.0 - pow((double)beta2, (double)step))};
+}
+
 /* One AdamW element update (PyTorch semantics, decoupled weight decay). bias1 = 1 - beta1^step,
  * bias2 = 1 - beta2^step are computed once per call on the host. Returns the new parameter. */
 MOE4J_HD float adamw_update(float p, float g, float *m, float *v, float lr, float beta1, float beta2,

@@ -9,8 +9,8 @@
  * calls. bias1 = 1 - beta1^step and bias2 = 1 - beta2^step are computed once here in double and
  * passed as float. Element-wise, so the result does not depend on the thread count; the loop is
  * split into kChunk pieces over OpenMP threads, each piece a SIMD-cloned loop (cpu_common.h).
- * The clone chosen for the CPU may contract a*b + c into an FMA (x86-64-v3/v4), so results can
- * differ from the baseline clone or the GPU in the last bit; never between runs on one machine.
+ * The library is built with -ffp-contract=off, so every SIMD clone rounds alike; the GPU (nvcc
+ * contracts a*b + c into FMAs) may differ in the last bits.
  */
 #include <math.h>
 
@@ -20,11 +20,6 @@
 using namespace moe4j;
 
 namespace {
-
-/* Hyper-parameters of one step, as the element update takes them. */
-struct AdamwHyper {
-  float lr, beta1, beta2, eps, weight_decay, bias1, bias2, grad_scale;
-};
 
 /* param_copy == NULL: the copy store compiles away. */
 struct NoCopy {};
@@ -38,10 +33,11 @@ inline void store_copy(NoCopy *, int64_t, float) {}
 template <typename G, typename C>
 MOE4J_SIMD_CLONES void adamw_chunk(float *__restrict__ param, const G *__restrict__ grad,
                                    float *__restrict__ m, float *__restrict__ v,
-                                   C *__restrict__ copy, int64_t n, AdamwHyper h) {
+                                   C *__restrict__ copy, int64_t n, AdamwHyper h,
+                                   float grad_scale) {
   for (int64_t i = 0; i < n; i++) {
     float mi = m[i], vi = v[i];
-    float p = adamw_update(param[i], to_f32(grad[i]) * h.grad_scale, &mi, &vi, h.lr, h.beta1,
+    float p = adamw_update(param[i], to_f32(grad[i]) * grad_scale, &mi, &vi, h.lr, h.beta1,
                            h.beta2, h.eps, h.weight_decay, h.bias1, h.bias2);
     m[i] = mi;
     v[i] = vi;
@@ -52,27 +48,28 @@ MOE4J_SIMD_CLONES void adamw_chunk(float *__restrict__ param, const G *__restric
 
 template <typename G, typename C>
 void adamw_parallel(float *param, const G *grad, float *m, float *v, C *copy, int64_t n,
-                    const AdamwHyper &h) {
+                    const AdamwHyper &h, float grad_scale) {
   int64_t chunks = (n + kChunk - 1) / kChunk;
 #pragma omp parallel for schedule(static) if (chunks > 1)
   for (int64_t c = 0; c < chunks; c++) {
     int64_t s = c * kChunk;
     int64_t count = n - s < kChunk ? n - s : kChunk;
-    adamw_chunk(param + s, grad + s, m + s, v + s, copy == nullptr ? nullptr : copy + s, count, h);
+    adamw_chunk(param + s, grad + s, m + s, v + s, copy == nullptr ? nullptr : copy + s, count, h,
+                grad_scale);
   }
 }
 
 template <typename G>
 void adamw_dispatch_copy(float *param, const G *grad, float *m, float *v, int32_t copy_dtype,
-                         void *param_copy, int64_t n, const AdamwHyper &h) {
+                         void *param_copy, int64_t n, const AdamwHyper &h, float grad_scale) {
   if (param_copy == nullptr) {
-    adamw_parallel(param, grad, m, v, (NoCopy *)nullptr, n, h);
+    adamw_parallel(param, grad, m, v, (NoCopy *)nullptr, n, h, grad_scale);
     return;
   }
   switch (copy_dtype) {
-    case MOE4J_DTYPE_F32: adamw_parallel(param, grad, m, v, (float *)param_copy, n, h); break;
-    case MOE4J_DTYPE_BF16: adamw_parallel(param, grad, m, v, (bf16_t *)param_copy, n, h); break;
-    default: adamw_parallel(param, grad, m, v, (f16_t *)param_copy, n, h); break;
+    case MOE4J_DTYPE_F32: adamw_parallel(param, grad, m, v, (float *)param_copy, n, h, grad_scale); break;
+    case MOE4J_DTYPE_BF16: adamw_parallel(param, grad, m, v, (bf16_t *)param_copy, n, h, grad_scale); break;
+    default: adamw_parallel(param, grad, m, v, (f16_t *)param_copy, n, h, grad_scale); break;
   }
 }
 
@@ -90,19 +87,12 @@ int32_t moe4j_cpu_adamw_step(float *param, int32_t grad_dtype, const void *grad,
   if (chk.failed()) return chk.status();
   if (n == 0) return MOE4J_OK;
 
-  AdamwHyper h;
-  h.lr = lr;
-  h.beta1 = beta1;
-  h.beta2 = beta2;
-  h.eps = eps;
-  h.weight_decay = weight_decay;
-  h.bias1 = (float)(1.0 - pow((double)beta1, (double)step));
-  h.bias2 = (float)(1.0 - pow((double)beta2, (double)step));
-  h.grad_scale = grad_scale != nullptr ? *grad_scale : 1.0f;
+  const AdamwHyper h = adamw_hyper(lr, beta1, beta2, eps, weight_decay, step);
+  const float scale = grad_scale != nullptr ? *grad_scale : 1.0f;
   if (grad_dtype == MOE4J_DTYPE_BF16)
-    adamw_dispatch_copy(param, (const bf16_t *)grad, m, v, copy_dtype, param_copy, n, h);
+    adamw_dispatch_copy(param, (const bf16_t *)grad, m, v, copy_dtype, param_copy, n, h, scale);
   else
-    adamw_dispatch_copy(param, (const float *)grad, m, v, copy_dtype, param_copy, n, h);
+    adamw_dispatch_copy(param, (const float *)grad, m, v, copy_dtype, param_copy, n, h, scale);
   return MOE4J_OK;
 }
 
