@@ -26,6 +26,7 @@
 
 #include <atomic>
 #include <new>
+#include <type_traits>
 #include <vector>
 
 #include "cpu_common.h"
@@ -243,6 +244,25 @@ struct Runner {
     }
   }
 
+  /* Direct mode: an F32 output with no row scale, no accumulate and no SwiGLU takes the
+   * micro-kernel's full MR x NR tiles straight into the output (the first KC block writes them,
+   * later ones continue each element's FMA chain from there: the same chain as through the
+   * buffer); only edge tiles go through the tile buffer and the epilogue. Saves the tile-buffer
+   * round trip and the epilogue copy. */
+  bool direct_ok(int64_t kr) const {
+    return std::is_same<Tout, float>::value && pb.kind != Kind::kSwiglu &&
+           pb.row_scale == nullptr && pb.accumulate == 0 && kr > 0;
+  }
+  /* Output row i of group e (C coordinates) and its row stride, for direct mode. */
+  float *out_row(int64_t e, int64_t i, int64_t *ldo) const {
+    if (pb.kind == Kind::kWgrad) {
+      *ldo = pb.k;
+      return (float *)pb.out + e * pb.n * pb.k + i * pb.k;
+    }
+    *ldo = cols;
+    return (float *)pb.out + (group_begin(pb, e) + i) * cols;
+  }
+
   /* One work item: rows [mt * tile_m, +tile_m) and tile n_tile of group e. */
   void item(const GroupTile &t, float *bpack, float *apack, float *cbuf) const {
     const int64_t e = t.group, kr = kr_of(e), m = m_of(e);
@@ -253,6 +273,12 @@ struct Runner {
     /* +16: tile-buffer rows 64 bytes apart from a power of two, against 4K set aliasing */
     const int64_t kc_max = v.kc, mr = v.mr, nr = v.nr, ldc = pack_n + 16;
     if (kr == 0) memset(cbuf, 0, sizeof(float) * round_up(rows, mr) * ldc);
+    const bool direct = direct_ok(kr);
+    const int64_t nc = cols - j0 < tile_n ? cols - j0 : tile_n;
+    const int64_t rows_full = direct ? rows / mr * mr : 0; /* micro-rows that go direct */
+    const int64_t cols_full = direct ? nc / nr * nr : 0;   /* micro-columns that go direct */
+    int64_t ldo = 0;
+    float *out0 = direct ? out_row(e, i_begin, &ldo) + j0 : nullptr;
     int64_t ars, aps;
     const Tin *a = a_at(e, i_begin, &ars, &aps);
     for (int64_t p0 = 0; p0 < kr; p0 += kc_max) {
@@ -270,14 +296,31 @@ struct Runner {
           pack(a + (ic + ir) * ars + p0 * aps, ars, aps, valid, kc, (int)mr, apack + ir * kc);
         }
         for (int64_t ir = 0; ir < mc_pad; ir += mr) {
-          float *crow = cbuf + (ic + ir) * ldc;
-          for (int64_t jr = 0; jr < pack_n; jr += nr) {
-            v.ukr(kc, apack + ir * kc, bpack + jr * kc, crow + jr, ldc, p0 > 0);
+          const int64_t i = ic + ir;
+          float *crow = cbuf + i * ldc;
+          if (i < rows_full) {
+            float *orow = out0 + i * ldo;
+            int64_t jr = 0;
+            for (; jr < cols_full; jr += nr)
+              v.ukr(kc, apack + ir * kc, bpack + jr * kc, orow + jr, ldo, p0 > 0);
+            for (; jr < pack_n; jr += nr)
+              v.ukr(kc, apack + ir * kc, bpack + jr * kc, crow + jr, ldc, p0 > 0);
+          } else {
+            for (int64_t jr = 0; jr < pack_n; jr += nr)
+              v.ukr(kc, apack + ir * kc, bpack + jr * kc, crow + jr, ldc, p0 > 0);
           }
         }
       }
     }
-    epilogue(e, i_begin, rows, j0, cbuf, ldc);
+    if (!direct) {
+      epilogue(e, i_begin, rows, j0, cbuf, ldc);
+      return;
+    }
+    /* edges: rows past rows_full (all columns), columns past cols_full (the other rows) */
+    for (int64_t i = 0; i < rows; i++) {
+      const int64_t jb = i < rows_full ? cols_full : 0;
+      if (jb < nc) memcpy(out0 + i * ldo + jb, cbuf + i * ldc + jb, sizeof(float) * (nc - jb));
+    }
   }
 
   int32_t run() {

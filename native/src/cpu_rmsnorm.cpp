@@ -12,8 +12,8 @@
  * slices are then added in block order — the same schedule as the GPU kernels, so the CPU and
  * GPU dweight agree bitwise.
  */
-/* No FMA contraction in this file: the AVX2/AVX-512 clones would fuse a*b+c while the baseline
- * clone cannot, and the variants would round differently (see rmsnorm_math.h). */
+/* The library is built with -ffp-contract=off: the AVX2/AVX-512 clones would otherwise fuse a*b+c
+ * while the baseline clone cannot, and the variants would round differently (rmsnorm_math.h). */
 
 #include <stdlib.h>
 

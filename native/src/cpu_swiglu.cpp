@@ -7,7 +7,7 @@
  * rounding on store. Work is split into (row, column chunk) pieces over OpenMP threads; each
  * piece runs a SIMD-cloned loop. Element-wise, so trivially deterministic.
  */
-/* No FMA contraction: the AVX2/AVX-512 clones would fuse a*b+c while the baseline clone cannot. */
+/* Built with -ffp-contract=off (native/CMakeLists.txt): every SIMD clone rounds alike. */
 
 #include "cpu_common.h"
 #include "op_args.h"
