@@ -95,6 +95,11 @@ TEST_CASE(bad_arguments_are_reported_not_fatal) {
   CHECK_FAILS(moe4j_cpu_cast(MOE4J_DTYPE_F32, a, 99, out, 4), MOE4J_ERR_UNSUPPORTED, "unknown");
   CHECK_FAILS(moe4j_cpu_alloc(-5, nullptr), MOE4J_ERR_INVALID_ARGUMENT, "bytes must be >= 0");
   CHECK_FAILS(moe4j_cpu_memset_zero(nullptr, 10), MOE4J_ERR_INVALID_ARGUMENT, "ptr is NULL");
+  double gflops = 0;
+  CHECK_FAILS(moe4j_cpu_measure_fma_peak(0.0, &gflops), MOE4J_ERR_INVALID_ARGUMENT, "seconds must be in (0, 60]");
+  CHECK_FAILS(moe4j_cpu_measure_fma_peak(0.01, nullptr), MOE4J_ERR_INVALID_ARGUMENT, "out_gflops is NULL");
+  CHECK_STATUS(moe4j_cpu_measure_fma_peak(0.01, &gflops), MOE4J_OK);
+  CHECK(gflops > 0.1);
   /* empty calls with NULL buffers are fine and clear the message */
   CHECK_STATUS(moe4j_cpu_add(MOE4J_DTYPE_F32, nullptr, nullptr, nullptr, 0), MOE4J_OK);
   CHECK(moe4j_last_error()[0] == '\0');
