@@ -3,7 +3,8 @@
 #   1. builds both native libraries with CMake (Release, -Xptxas -v kept in the log),
 #   2. runs every C++ test (CPU twins and the gpu-labeled CUDA-vs-CPU tests),
 #   3. runs each GPU test under compute-sanitizer (memcheck, racecheck),
-#   4. prints a summary. Logs go to $OUT (if set) or build/gpu-check/.
+#   4. runs the GPU benchmarks (kernels/bench: grouped GEMM vs cuBLAS), unless SKIP_BENCH=1,
+#   5. prints a summary. Logs go to $OUT (if set) or build/gpu-check/.
 # Usage: ci/gpu-check.sh [ctest -R regex]
 set -uo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
@@ -39,6 +40,15 @@ if command -v compute-sanitizer >/dev/null 2>&1; then
   done
 else
   echo "compute-sanitizer not found: skipped"; status=1
+fi
+if [ "${SKIP_BENCH:-0}" != 1 ]; then
+  for b in "$build"/bin/bench_*; do
+    [ -x "$b" ] || continue
+    name="$(basename "$b")"
+    [[ "$name" == bench_gemm_cpu ]] && continue
+    echo "== $name"
+    "$b" 2>&1 | tee "$logs/$name.txt" || { echo "$name failed"; status=1; }
+  done
 fi
 echo "gpu-check: $([ $status -eq 0 ] && echo PASSED || echo FAILED)"
 exit $status
