@@ -17,8 +17,11 @@
  * micro-kernel over it (ir outer: the A micro-panel stays in L1 while B micro-panels stream from
  * L2) into the item's f32 tile buffer; the first KC block writes the buffer, later ones continue
  * each element's FMA chain. The epilogue (row scale, accumulate, SwiGLU, rounding to the output
- * dtype) then writes the tile. Each output element is a single FMA chain in k order (see
- * cpu_gemm_kernels.h): results do not depend on the thread count, the tiling, or the SIMD variant.
+ * dtype) then writes the tile; an F32 output with no row scale, no accumulate, no SwiGLU and
+ * a reduction of at most one KC block skips the buffer for the full MR x NR micro-tiles (the
+ * micro-kernel writes them into the output) and copies only the edge micro-tiles. Each output
+ * element is a single FMA chain in k order (see cpu_gemm_kernels.h): results do not depend on
+ * the thread count, the tiling, or the SIMD variant.
  */
 #include <omp.h>
 #include <stdlib.h>
@@ -52,14 +55,13 @@ struct Variant {
 const Variant &variant() {
   static const Variant v = [] {
     __builtin_cpu_init();
-    const int64_t kc512 = getenv("TUNE_KC") ? atoll(getenv("TUNE_KC")) : 256;
     /* MOE4J_CPU_GEMM_VARIANT=avx2|scalar forces a narrower variant (testing, comparisons) */
     const char *force = getenv("MOE4J_CPU_GEMM_VARIANT");
     const bool allow512 = force == nullptr || strcmp(force, "avx512") == 0;
     const bool allow256 = force == nullptr || strcmp(force, "scalar") != 0;
     if (allow512 && __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
         __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("fma"))
-      return Variant{kAvx512MR, kAvx512NR, 14 * 12, kc512, ukr_avx512, pack_avx512<float>,
+      return Variant{kAvx512MR, kAvx512NR, 14 * 12, 256, ukr_avx512, pack_avx512<float>,
                      pack_avx512<bf16_t>};
     if (allow256 && __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma"))
       return Variant{kAvx2MR, kAvx2NR, 6 * 16, 256, ukr_avx2, pack_avx2<float>, pack_avx2<bf16_t>};
@@ -245,15 +247,16 @@ struct Runner {
     }
   }
 
-  /* Direct mode: an F32 output with no row scale, no accumulate and no SwiGLU takes the
-   * micro-kernel's full MR x NR tiles straight into the output (the first KC block writes them,
-   * later ones continue each element's FMA chain from there: the same chain as through the
-   * buffer); only edge tiles go through the tile buffer and the epilogue. Saves the tile-buffer
-   * round trip and the epilogue copy. */
+  /* Direct mode: an F32 output with no row scale, no accumulate and no SwiGLU, and a reduction
+   * of one KC block, takes the micro-kernel's full MR x NR tiles straight into the output; only
+   * edge tiles go through the tile buffer and the epilogue. With a single KC block the buffer
+   * round trip plus the epilogue copy is a whole extra pass over C per FMA pass (grouped wgrad
+   * with small groups: 1.5x faster). With several KC blocks the padded, huge-page tile buffer
+   * stays: reloading partial sums from an output whose row stride is a power of two (4K
+   * aliasing, TLB) measured 2-5% slower on 2048^3 than the buffer + epilogue. */
   bool direct_ok(int64_t kr) const {
-    if (getenv("TUNE_NODIRECT")) return false;
     return std::is_same<Tout, float>::value && pb.kind != Kind::kSwiglu &&
-           pb.row_scale == nullptr && pb.accumulate == 0 && kr > 0;
+           pb.row_scale == nullptr && pb.accumulate == 0 && kr > 0 && kr <= v.kc;
   }
   /* Output row i of group e (C coordinates) and its row stride, for direct mode. */
   float *out_row(int64_t e, int64_t i, int64_t *ldo) const {
@@ -276,7 +279,6 @@ struct Runner {
     const int64_t kc_max = v.kc, mr = v.mr, nr = v.nr, ldc = pack_n + 16;
     if (kr == 0) memset(cbuf, 0, sizeof(float) * round_up(rows, mr) * ldc);
     const bool direct = direct_ok(kr);
-    static const bool getenv_pf = getenv("TUNE_PF") != nullptr;
     const int64_t nc = cols - j0 < tile_n ? cols - j0 : tile_n;
     const int64_t rows_full = direct ? rows / mr * mr : 0; /* micro-rows that go direct */
     const int64_t cols_full = direct ? nc / nr * nr : 0;   /* micro-columns that go direct */
@@ -304,25 +306,13 @@ struct Runner {
           if (i < rows_full) {
             float *orow = out0 + i * ldo;
             int64_t jr = 0;
-            for (; jr < cols_full; jr += nr) {
-              if (getenv_pf && jr + nr < cols_full)
-                for (int64_t r = 0; r < mr; r++) {
-                  __builtin_prefetch(orow + r * ldo + jr + nr, 1, 3);
-                  __builtin_prefetch(orow + r * ldo + jr + nr + 16, 1, 3);
-                }
+            for (; jr < cols_full; jr += nr)
               v.ukr(kc, apack + ir * kc, bpack + jr * kc, orow + jr, ldo, p0 > 0);
-            }
             for (; jr < pack_n; jr += nr)
               v.ukr(kc, apack + ir * kc, bpack + jr * kc, crow + jr, ldc, p0 > 0);
           } else {
-            for (int64_t jr = 0; jr < pack_n; jr += nr) {
-              if (getenv_pf && jr + nr < pack_n)
-                for (int64_t r = 0; r < mr; r++) {
-                  __builtin_prefetch(crow + r * ldc + jr + nr, 1, 3);
-                  __builtin_prefetch(crow + r * ldc + jr + nr + 16, 1, 3);
-                }
+            for (int64_t jr = 0; jr < pack_n; jr += nr)
               v.ukr(kc, apack + ir * kc, bpack + jr * kc, crow + jr, ldc, p0 > 0);
-            }
           }
         }
       }
