@@ -187,6 +187,69 @@ MOE4J_API int32_t moe4j_cpu_grouped_gemm_swiglu_forward(int32_t in_dtype, const 
                                                         int64_t num_groups, int64_t total_rows,
                                                         int64_t f, int64_t k);
 
+/* ---- Routing (token choice) ------------------------------------------------------------------
+ * Router logits F32 [T, E] (from the router GEMM) -> scores -> per-token top-k experts -> a
+ * dispatch plan that sorts assignments by expert (the grouped GEMM's layout) -> gather rows ->
+ * experts -> combine back in token order. All on the device on CUDA, no host synchronization.
+ * Determinism: selection ties break to the lower expert index; combine sums each token's
+ * assignments in rank order j = 0..k-1 (no float atomics). */
+
+/* scores = softmax over the E experts of each row (score_fn 0) or sigmoid per element
+ * (score_fn 1), in f32. logits and scores [T, E]. */
+MOE4J_API int32_t moe4j_cpu_router_scores(const float *logits, float *scores, int64_t tokens,
+                                          int64_t experts, int32_t score_fn);
+/* d_logits from d_scores through the same function (scores saved from the forward). */
+MOE4J_API int32_t moe4j_cpu_router_scores_backward(const float *scores, const float *d_scores,
+                                                   float *d_logits, int64_t tokens,
+                                                   int64_t experts, int32_t score_fn);
+/* Token choice: for each token the k experts with the largest scores[t, e] + bias[e] (bias F32 [E]
+ * or NULL: aux-loss-free balancing, used for selection only), in descending order, ties to the
+ * lower index. expert_ids I32 [T, k]; weights F32 [T, k] = the selected scores (without bias),
+ * divided by their sum when renormalize != 0. 1 <= k <= E. */
+MOE4J_API int32_t moe4j_cpu_route_topk(const float *scores, const float *bias, int64_t tokens,
+                                       int64_t experts, int32_t k, int32_t renormalize,
+                                       int32_t *expert_ids, float *weights);
+/* Backward of route_topk: d_scores [T, E] (overwritten; zero for unselected experts) from
+ * d_weights [T, k], through the renormalization when renormalize != 0. */
+MOE4J_API int32_t moe4j_cpu_route_topk_backward(const float *scores, const int32_t *expert_ids,
+                                                const float *d_weights, float *d_scores,
+                                                int64_t tokens, int64_t experts, int32_t k,
+                                                int32_t renormalize);
+/* Dispatch plan. capacity <= 0: dropless; else each expert keeps at most `capacity` assignments,
+ * chosen by priority: higher weight first, then lower token index (then lower rank). Outputs:
+ * offsets I64 [E + 1] (rows of expert e in the sorted buffer; offsets[E] = kept assignments);
+ * sorted_token I32 [T * k] (token of each sorted row, rows past offsets[E] set to -1);
+ * slot_of I32 [T, k] (sorted row of assignment (t, j), or -1 when dropped). Within an expert,
+ * rows are in token order (stable). counts I64 [E] (may be NULL): assignments per expert before
+ * dropping (load metrics). */
+MOE4J_API int32_t moe4j_cpu_route_plan(const int32_t *expert_ids, const float *weights,
+                                       int64_t tokens, int64_t experts, int32_t k,
+                                       int64_t capacity, int64_t *offsets, int32_t *sorted_token,
+                                       int32_t *slot_of, int64_t *counts);
+/* gather: rows[r, :] = x[sorted_token[r], :] for r < rows (sorted_token[r] >= 0). x [T, H],
+ * rows [R, H], dtype F32|BF16. */
+MOE4J_API int32_t moe4j_cpu_route_gather(int32_t dtype, const void *x, const int32_t *sorted_token,
+                                         void *rows, int64_t num_rows, int64_t tokens,
+                                         int64_t hidden);
+/* gather backward: dx[t, :] (=|+=) sum over j of d_rows[slot_of[t, j], :] (kept slots, j order). */
+MOE4J_API int32_t moe4j_cpu_route_gather_backward(int32_t dtype, const void *d_rows,
+                                                  const int32_t *slot_of, void *dx,
+                                                  int64_t tokens, int32_t k, int64_t num_rows,
+                                                  int64_t hidden, int32_t accumulate);
+/* combine: y[t, :] = sum over j of weights[t, j] * rows[slot_of[t, j], :] (dropped slots add 0;
+ * weights NULL = 1, for when the down projection already applied them as row_scale). */
+MOE4J_API int32_t moe4j_cpu_route_combine(int32_t dtype, const void *rows, const int32_t *slot_of,
+                                          const float *weights, void *y, int64_t tokens,
+                                          int32_t k, int64_t num_rows, int64_t hidden);
+/* combine backward: d_rows[slot, :] = w * dy[t, :] for each kept (t, j); d_weights[t, j] =
+ * <dy[t, :], rows[slot, :]> (0 for dropped; d_weights may be NULL). d_rows rows not referenced by
+ * any slot are zeroed. */
+MOE4J_API int32_t moe4j_cpu_route_combine_backward(int32_t dtype, const void *dy, const void *rows,
+                                                   const int32_t *slot_of, const float *weights,
+                                                   void *d_rows, float *d_weights,
+                                                   int64_t tokens, int32_t k, int64_t num_rows,
+                                                   int64_t hidden);
+
 /* ======================================================================================
  * libmoe4j_cuda — same operations, device addresses, stream last.
  * ====================================================================================== */
@@ -294,6 +357,63 @@ MOE4J_API int32_t moe4j_cuda_grouped_gemm_swiglu_forward(int32_t in_dtype, const
 MOE4J_API int32_t moe4j_cuda_cublas_gemm(int32_t in_dtype, const void *a, const void *b,
                                          int32_t out_dtype, void *c, int64_t m, int64_t n,
                                          int64_t k, void *stream);
+
+/* Routing: same semantics as the moe4j_cpu_ versions. */
+/* scores = softmax over the E experts of each row (score_fn 0) or sigmoid per element
+ * (score_fn 1), in f32. logits and scores [T, E]. */
+MOE4J_API int32_t moe4j_cuda_router_scores(const float *logits, float *scores, int64_t tokens,
+                                          int64_t experts, int32_t score_fn, void *stream);
+/* d_logits from d_scores through the same function (scores saved from the forward). */
+MOE4J_API int32_t moe4j_cuda_router_scores_backward(const float *scores, const float *d_scores,
+                                                   float *d_logits, int64_t tokens,
+                                                   int64_t experts, int32_t score_fn, void *stream);
+/* Token choice: for each token the k experts with the largest scores[t, e] + bias[e] (bias F32 [E]
+ * or NULL: aux-loss-free balancing, used for selection only), in descending order, ties to the
+ * lower index. expert_ids I32 [T, k]; weights F32 [T, k] = the selected scores (without bias),
+ * divided by their sum when renormalize != 0. 1 <= k <= E. */
+MOE4J_API int32_t moe4j_cuda_route_topk(const float *scores, const float *bias, int64_t tokens,
+                                       int64_t experts, int32_t k, int32_t renormalize,
+                                       int32_t *expert_ids, float *weights, void *stream);
+/* Backward of route_topk: d_scores [T, E] (overwritten; zero for unselected experts) from
+ * d_weights [T, k], through the renormalization when renormalize != 0. */
+MOE4J_API int32_t moe4j_cuda_route_topk_backward(const float *scores, const int32_t *expert_ids,
+                                                const float *d_weights, float *d_scores,
+                                                int64_t tokens, int64_t experts, int32_t k,
+                                                int32_t renormalize, void *stream);
+/* Dispatch plan. capacity <= 0: dropless; else each expert keeps at most `capacity` assignments,
+ * chosen by priority: higher weight first, then lower token index (then lower rank). Outputs:
+ * offsets I64 [E + 1] (rows of expert e in the sorted buffer; offsets[E] = kept assignments);
+ * sorted_token I32 [T * k] (token of each sorted row, rows past offsets[E] set to -1);
+ * slot_of I32 [T, k] (sorted row of assignment (t, j), or -1 when dropped). Within an expert,
+ * rows are in token order (stable). counts I64 [E] (may be NULL): assignments per expert before
+ * dropping (load metrics). */
+MOE4J_API int32_t moe4j_cuda_route_plan(const int32_t *expert_ids, const float *weights,
+                                       int64_t tokens, int64_t experts, int32_t k,
+                                       int64_t capacity, int64_t *offsets, int32_t *sorted_token,
+                                       int32_t *slot_of, int64_t *counts, void *stream);
+/* gather: rows[r, :] = x[sorted_token[r], :] for r < rows (sorted_token[r] >= 0). x [T, H],
+ * rows [R, H], dtype F32|BF16. */
+MOE4J_API int32_t moe4j_cuda_route_gather(int32_t dtype, const void *x, const int32_t *sorted_token,
+                                         void *rows, int64_t num_rows, int64_t tokens,
+                                         int64_t hidden, void *stream);
+/* gather backward: dx[t, :] (=|+=) sum over j of d_rows[slot_of[t, j], :] (kept slots, j order). */
+MOE4J_API int32_t moe4j_cuda_route_gather_backward(int32_t dtype, const void *d_rows,
+                                                  const int32_t *slot_of, void *dx,
+                                                  int64_t tokens, int32_t k, int64_t num_rows,
+                                                  int64_t hidden, int32_t accumulate, void *stream);
+/* combine: y[t, :] = sum over j of weights[t, j] * rows[slot_of[t, j], :] (dropped slots add 0;
+ * weights NULL = 1, for when the down projection already applied them as row_scale). */
+MOE4J_API int32_t moe4j_cuda_route_combine(int32_t dtype, const void *rows, const int32_t *slot_of,
+                                          const float *weights, void *y, int64_t tokens,
+                                          int32_t k, int64_t num_rows, int64_t hidden, void *stream);
+/* combine backward: d_rows[slot, :] = w * dy[t, :] for each kept (t, j); d_weights[t, j] =
+ * <dy[t, :], rows[slot, :]> (0 for dropped; d_weights may be NULL). d_rows rows not referenced by
+ * any slot are zeroed. */
+MOE4J_API int32_t moe4j_cuda_route_combine_backward(int32_t dtype, const void *dy, const void *rows,
+                                                   const int32_t *slot_of, const float *weights,
+                                                   void *d_rows, float *d_weights,
+                                                   int64_t tokens, int32_t k, int64_t num_rows,
+                                                   int64_t hidden, void *stream);
 
 #ifdef __cplusplus
 }
