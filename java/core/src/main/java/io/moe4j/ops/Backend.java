@@ -186,6 +186,44 @@ public interface Backend extends AutoCloseable {
    */
   void vendorGemm(Tensor a, Tensor b, Tensor c);
 
+  // ---- routing (token choice) ---------------------------------------------------------------
+
+  /** scores [T, E] = softmax or sigmoid of the router logits [T, E] (F32). */
+  void routerScores(Tensor logits, ScoreFunction fn, Tensor scores);
+
+  /** dLogits [T, E] from dScores through the score function (scores saved from the forward). */
+  void routerScoresBackward(Tensor scores, Tensor dScores, ScoreFunction fn, Tensor dLogits);
+
+  /**
+   * Per token the k best experts by scores + bias (bias F32 [E] or null; selection only), ties to
+   * the lower index: expertIds I32 [T, k], weights F32 [T, k] (renormalized to sum 1 if asked).
+   */
+  void routeTopK(Tensor scores, Tensor bias, int k, boolean renormalize, Tensor expertIds, Tensor weights);
+
+  /** dScores [T, E] (zero where unselected) from dWeights [T, k]. */
+  void routeTopKBackward(Tensor scores, Tensor expertIds, Tensor dWeights, boolean renormalize, Tensor dScores);
+
+  /**
+   * Sorts the assignments by expert for the grouped GEMM. capacity <= 0: dropless; else at most
+   * capacity per expert by priority (weight, then token order). offsets I64 [E + 1], sortedToken I32
+   * [T·k] (-1 past offsets[E]), slotOf I32 [T, k] (-1 = dropped), counts I64 [E] before dropping
+   * (nullable).
+   */
+  void routePlan(
+      Tensor expertIds, Tensor weights, long capacity, Tensor offsets, Tensor sortedToken, Tensor slotOf, Tensor counts);
+
+  /** rows [R, H] = x [T, H] rows picked by sortedToken (first R entries). */
+  void routeGather(Tensor x, Tensor sortedToken, Tensor rows);
+
+  /** dx [T, H] (=|+=) sum of each token's kept rows of dRows [R, H], in rank order. */
+  void routeGatherBackward(Tensor dRows, Tensor slotOf, Tensor dx, boolean accumulate);
+
+  /** y [T, H] = Σ_j weights[t, j] · rows[slotOf[t, j]] (weights null: 1), rank order. */
+  void routeCombine(Tensor rows, Tensor slotOf, Tensor weights, Tensor y);
+
+  /** dRows [R, H] and dWeights [T, k] (nullable) from dy [T, H]. */
+  void routeCombineBackward(Tensor dy, Tensor rows, Tensor slotOf, Tensor weights, Tensor dRows, Tensor dWeights);
+
   @Override
   void close();
 }

@@ -136,4 +136,61 @@ final class CpuKernels implements Kernels {
     throw new io.moe4j.runtime.Moe4jException(
         io.moe4j.runtime.Moe4jException.Status.UNSUPPORTED, "vendorGemm: the cpu backend has no vendor BLAS baseline");
   }
+
+  @Override
+  public void routerScores(long logits, long scores, long tokens, long experts, int scoreFn) {
+    check(CpuNative.moe4j_cpu_router_scores(logits, scores, tokens, experts, scoreFn));
+  }
+
+  @Override
+  public void routerScoresBackward(long scores, long dScores, long dLogits, long tokens, long experts, int scoreFn) {
+    check(CpuNative.moe4j_cpu_router_scores_backward(scores, dScores, dLogits, tokens, experts, scoreFn));
+  }
+
+  @Override
+  public void routeTopK(
+      long scores, long bias, long tokens, long experts, int k, boolean renormalize, long expertIds, long weights) {
+    check(CpuNative.moe4j_cpu_route_topk(scores, bias, tokens, experts, k, renormalize ? 1 : 0, expertIds, weights));
+  }
+
+  @Override
+  public void routeTopKBackward(
+      long scores, long expertIds, long dWeights, long dScores, long tokens, long experts, int k, boolean renormalize) {
+    check(CpuNative.moe4j_cpu_route_topk_backward(
+        scores, expertIds, dWeights, dScores, tokens, experts, k, renormalize ? 1 : 0));
+  }
+
+  @Override
+  public void routePlan(
+      long expertIds, long weights, long tokens, long experts, int k, long capacity, long offsets, long sortedToken,
+      long slotOf, long counts) {
+    check(CpuNative.moe4j_cpu_route_plan(
+        expertIds, weights, tokens, experts, k, capacity, offsets, sortedToken, slotOf, counts));
+  }
+
+  @Override
+  public void routeGather(int dtype, long x, long sortedToken, long rows, long numRows, long tokens, long hidden) {
+    check(CpuNative.moe4j_cpu_route_gather(dtype, x, sortedToken, rows, numRows, tokens, hidden));
+  }
+
+  @Override
+  public void routeGatherBackward(
+      int dtype, long dRows, long slotOf, long dx, long tokens, int k, long numRows, long hidden, boolean accumulate) {
+    check(CpuNative.moe4j_cpu_route_gather_backward(
+        dtype, dRows, slotOf, dx, tokens, k, numRows, hidden, accumulate ? 1 : 0));
+  }
+
+  @Override
+  public void routeCombine(
+      int dtype, long rows, long slotOf, long weights, long y, long tokens, int k, long numRows, long hidden) {
+    check(CpuNative.moe4j_cpu_route_combine(dtype, rows, slotOf, weights, y, tokens, k, numRows, hidden));
+  }
+
+  @Override
+  public void routeCombineBackward(
+      int dtype, long dy, long rows, long slotOf, long weights, long dRows, long dWeights, long tokens, int k,
+      long numRows, long hidden) {
+    check(CpuNative.moe4j_cpu_route_combine_backward(
+        dtype, dy, rows, slotOf, weights, dRows, dWeights, tokens, k, numRows, hidden));
+  }
 }

@@ -150,4 +150,61 @@ final class CudaKernels implements Kernels {
   public void vendorGemm(int inDtype, long a, long b, int outDtype, long c, long m, long n, long k) {
     check(CudaNative.moe4j_cuda_cublas_gemm(inDtype, a, b, outDtype, c, m, n, k, stream()));
   }
+
+  @Override
+  public void routerScores(long logits, long scores, long tokens, long experts, int scoreFn) {
+    check(CudaNative.moe4j_cuda_router_scores(logits, scores, tokens, experts, scoreFn, stream()));
+  }
+
+  @Override
+  public void routerScoresBackward(long scores, long dScores, long dLogits, long tokens, long experts, int scoreFn) {
+    check(CudaNative.moe4j_cuda_router_scores_backward(scores, dScores, dLogits, tokens, experts, scoreFn, stream()));
+  }
+
+  @Override
+  public void routeTopK(
+      long scores, long bias, long tokens, long experts, int k, boolean renormalize, long expertIds, long weights) {
+    check(CudaNative.moe4j_cuda_route_topk(scores, bias, tokens, experts, k, renormalize ? 1 : 0, expertIds, weights, stream()));
+  }
+
+  @Override
+  public void routeTopKBackward(
+      long scores, long expertIds, long dWeights, long dScores, long tokens, long experts, int k, boolean renormalize) {
+    check(CudaNative.moe4j_cuda_route_topk_backward(
+        scores, expertIds, dWeights, dScores, tokens, experts, k, renormalize ? 1 : 0, stream()));
+  }
+
+  @Override
+  public void routePlan(
+      long expertIds, long weights, long tokens, long experts, int k, long capacity, long offsets, long sortedToken,
+      long slotOf, long counts) {
+    check(CudaNative.moe4j_cuda_route_plan(
+        expertIds, weights, tokens, experts, k, capacity, offsets, sortedToken, slotOf, counts, stream()));
+  }
+
+  @Override
+  public void routeGather(int dtype, long x, long sortedToken, long rows, long numRows, long tokens, long hidden) {
+    check(CudaNative.moe4j_cuda_route_gather(dtype, x, sortedToken, rows, numRows, tokens, hidden, stream()));
+  }
+
+  @Override
+  public void routeGatherBackward(
+      int dtype, long dRows, long slotOf, long dx, long tokens, int k, long numRows, long hidden, boolean accumulate) {
+    check(CudaNative.moe4j_cuda_route_gather_backward(
+        dtype, dRows, slotOf, dx, tokens, k, numRows, hidden, accumulate ? 1 : 0, stream()));
+  }
+
+  @Override
+  public void routeCombine(
+      int dtype, long rows, long slotOf, long weights, long y, long tokens, int k, long numRows, long hidden) {
+    check(CudaNative.moe4j_cuda_route_combine(dtype, rows, slotOf, weights, y, tokens, k, numRows, hidden, stream()));
+  }
+
+  @Override
+  public void routeCombineBackward(
+      int dtype, long dy, long rows, long slotOf, long weights, long dRows, long dWeights, long tokens, int k,
+      long numRows, long hidden) {
+    check(CudaNative.moe4j_cuda_route_combine_backward(
+        dtype, dy, rows, slotOf, weights, dRows, dWeights, tokens, k, numRows, hidden, stream()));
+  }
 }

@@ -69,4 +69,28 @@ interface Kernels {
 
   /** The vendor library's dense GEMM c = a·bᵀ (cuBLAS), a benchmark baseline. */
   void vendorGemm(int inDtype, long a, long b, int outDtype, long c, long m, long n, long k);
+
+  void routerScores(long logits, long scores, long tokens, long experts, int scoreFn);
+
+  void routerScoresBackward(long scores, long dScores, long dLogits, long tokens, long experts, int scoreFn);
+
+  void routeTopK(long scores, long bias, long tokens, long experts, int k, boolean renormalize, long expertIds, long weights);
+
+  void routeTopKBackward(
+      long scores, long expertIds, long dWeights, long dScores, long tokens, long experts, int k, boolean renormalize);
+
+  void routePlan(
+      long expertIds, long weights, long tokens, long experts, int k, long capacity, long offsets, long sortedToken,
+      long slotOf, long counts);
+
+  void routeGather(int dtype, long x, long sortedToken, long rows, long numRows, long tokens, long hidden);
+
+  void routeGatherBackward(
+      int dtype, long dRows, long slotOf, long dx, long tokens, int k, long numRows, long hidden, boolean accumulate);
+
+  void routeCombine(int dtype, long rows, long slotOf, long weights, long y, long tokens, int k, long numRows, long hidden);
+
+  void routeCombineBackward(
+      int dtype, long dy, long rows, long slotOf, long weights, long dRows, long dWeights, long tokens, int k,
+      long numRows, long hidden);
 }

@@ -571,6 +571,171 @@ final class NativeBackend implements Backend {
     kernels.vendorGemm(a.dtype().code(), a.address(), b.address(), c.dtype().code(), c.address(), a.dim(0), b.dim(0), a.dim(1));
   }
 
+  // ---- routing ------------------------------------------------------------------------------
+
+  /** [T, E] F32 matrix on this device; returns {T, E}. */
+  private long[] tokenExpertMatrix(String op, String name, Tensor t) {
+    on(op, name, t);
+    dtype(op, name, t, DType.F32);
+    if (t.rank() != 2) throw Checks.error(op, name + " must be [T, E], got " + java.util.Arrays.toString(t.shape()));
+    return new long[] {t.dim(0), t.dim(1)};
+  }
+
+  /** I32 [T, k] on this device; returns k. */
+  private int perTokenSlots(String op, String name, Tensor t, long tokens) {
+    on(op, name, t);
+    dtype(op, name, t, DType.I32);
+    if (t.rank() != 2 || t.dim(0) != tokens)
+      throw Checks.error(op, name + " must be [" + tokens + ", k], got " + java.util.Arrays.toString(t.shape()));
+    return Math.toIntExact(t.dim(1));
+  }
+
+  @Override
+  public void routerScores(Tensor logits, ScoreFunction fn, Tensor scores) {
+    String op = "routerScores";
+    long[] te = tokenExpertMatrix(op, "logits", logits);
+    tokenExpertMatrix(op, "scores", scores);
+    shape(op, "scores", scores, te);
+    kernels.routerScores(logits.address(), scores.address(), te[0], te[1], fn.code());
+  }
+
+  @Override
+  public void routerScoresBackward(Tensor scores, Tensor dScores, ScoreFunction fn, Tensor dLogits) {
+    String op = "routerScoresBackward";
+    long[] te = tokenExpertMatrix(op, "scores", scores);
+    tokenExpertMatrix(op, "dScores", dScores);
+    shape(op, "dScores", dScores, te);
+    tokenExpertMatrix(op, "dLogits", dLogits);
+    shape(op, "dLogits", dLogits, te);
+    kernels.routerScoresBackward(scores.address(), dScores.address(), dLogits.address(), te[0], te[1], fn.code());
+  }
+
+  @Override
+  public void routeTopK(Tensor scores, Tensor bias, int k, boolean renormalize, Tensor expertIds, Tensor weights) {
+    String op = "routeTopK";
+    long[] te = tokenExpertMatrix(op, "scores", scores);
+    if (bias != null) vector(op, "bias", bias, DType.F32, te[1]);
+    on(op, "expertIds", expertIds);
+    dtype(op, "expertIds", expertIds, DType.I32);
+    shape(op, "expertIds", expertIds, te[0], k);
+    on(op, "weights", weights);
+    dtype(op, "weights", weights, DType.F32);
+    shape(op, "weights", weights, te[0], k);
+    kernels.routeTopK(scores.address(), addr(bias), te[0], te[1], k, renormalize, expertIds.address(), weights.address());
+  }
+
+  @Override
+  public void routeTopKBackward(Tensor scores, Tensor expertIds, Tensor dWeights, boolean renormalize, Tensor dScores) {
+    String op = "routeTopKBackward";
+    long[] te = tokenExpertMatrix(op, "scores", scores);
+    int k = perTokenSlots(op, "expertIds", expertIds, te[0]);
+    on(op, "dWeights", dWeights);
+    dtype(op, "dWeights", dWeights, DType.F32);
+    shape(op, "dWeights", dWeights, te[0], k);
+    tokenExpertMatrix(op, "dScores", dScores);
+    shape(op, "dScores", dScores, te);
+    kernels.routeTopKBackward(
+        scores.address(), expertIds.address(), dWeights.address(), dScores.address(), te[0], te[1], k, renormalize);
+  }
+
+  @Override
+  public void routePlan(
+      Tensor expertIds, Tensor weights, long capacity, Tensor offsets, Tensor sortedToken, Tensor slotOf, Tensor counts) {
+    String op = "routePlan";
+    on(op, "expertIds", expertIds);
+    if (expertIds.rank() != 2) throw Checks.error(op, "expertIds must be [T, k], got " + java.util.Arrays.toString(expertIds.shape()));
+    long tokens = expertIds.dim(0);
+    int k = perTokenSlots(op, "expertIds", expertIds, tokens);
+    on(op, "weights", weights);
+    dtype(op, "weights", weights, DType.F32);
+    shape(op, "weights", weights, tokens, k);
+    on(op, "offsets", offsets);
+    dtype(op, "offsets", offsets, DType.I64);
+    if (offsets.rank() != 1 || offsets.numel() < 2)
+      throw Checks.error(op, "offsets must be [E + 1], got " + java.util.Arrays.toString(offsets.shape()));
+    long experts = offsets.numel() - 1;
+    vector(op, "sortedToken", sortedToken, DType.I32, tokens * k);
+    perTokenSlots(op, "slotOf", slotOf, tokens);
+    shape(op, "slotOf", slotOf, tokens, k);
+    if (counts != null) vector(op, "counts", counts, DType.I64, experts);
+    kernels.routePlan(
+        expertIds.address(), weights.address(), tokens, experts, k, capacity, offsets.address(), sortedToken.address(),
+        slotOf.address(), addr(counts));
+  }
+
+  @Override
+  public void routeGather(Tensor x, Tensor sortedToken, Tensor rows) {
+    String op = "routeGather";
+    on(op, "x", x);
+    if (x.rank() != 2) throw Checks.error(op, "x must be [T, H], got " + java.util.Arrays.toString(x.shape()));
+    on(op, "sortedToken", sortedToken);
+    dtype(op, "sortedToken", sortedToken, DType.I32);
+    on(op, "rows", rows);
+    long numRows = activationRows(op, "rows", rows, x.dim(1));
+    sameDtype(op, "rows", rows, "x", x);
+    if (sortedToken.numel() < numRows)
+      throw Checks.error(op, "sortedToken has " + sortedToken.numel() + " entries, rows needs " + numRows);
+    kernels.routeGather(x.dtype().code(), x.address(), sortedToken.address(), rows.address(), numRows, x.dim(0), x.dim(1));
+  }
+
+  @Override
+  public void routeGatherBackward(Tensor dRows, Tensor slotOf, Tensor dx, boolean accumulate) {
+    String op = "routeGatherBackward";
+    on(op, "dx", dx);
+    if (dx.rank() != 2) throw Checks.error(op, "dx must be [T, H], got " + java.util.Arrays.toString(dx.shape()));
+    int k = perTokenSlots(op, "slotOf", slotOf, dx.dim(0));
+    on(op, "dRows", dRows);
+    long numRows = activationRows(op, "dRows", dRows, dx.dim(1));
+    sameDtype(op, "dRows", dRows, "dx", dx);
+    kernels.routeGatherBackward(
+        dx.dtype().code(), dRows.address(), slotOf.address(), dx.address(), dx.dim(0), k, numRows, dx.dim(1), accumulate);
+  }
+
+  @Override
+  public void routeCombine(Tensor rows, Tensor slotOf, Tensor weights, Tensor y) {
+    String op = "routeCombine";
+    on(op, "y", y);
+    if (y.rank() != 2) throw Checks.error(op, "y must be [T, H], got " + java.util.Arrays.toString(y.shape()));
+    int k = perTokenSlots(op, "slotOf", slotOf, y.dim(0));
+    on(op, "rows", rows);
+    long numRows = activationRows(op, "rows", rows, y.dim(1));
+    sameDtype(op, "rows", rows, "y", y);
+    if (weights != null) {
+      on(op, "weights", weights);
+      dtype(op, "weights", weights, DType.F32);
+      shape(op, "weights", weights, y.dim(0), k);
+    }
+    kernels.routeCombine(
+        y.dtype().code(), rows.address(), slotOf.address(), addr(weights), y.address(), y.dim(0), k, numRows, y.dim(1));
+  }
+
+  @Override
+  public void routeCombineBackward(Tensor dy, Tensor rows, Tensor slotOf, Tensor weights, Tensor dRows, Tensor dWeights) {
+    String op = "routeCombineBackward";
+    on(op, "dy", dy);
+    if (dy.rank() != 2) throw Checks.error(op, "dy must be [T, H], got " + java.util.Arrays.toString(dy.shape()));
+    int k = perTokenSlots(op, "slotOf", slotOf, dy.dim(0));
+    on(op, "rows", rows);
+    long numRows = activationRows(op, "rows", rows, dy.dim(1));
+    sameDtype(op, "rows", rows, "dy", dy);
+    on(op, "dRows", dRows);
+    shape(op, "dRows", dRows, rows.shape());
+    sameDtype(op, "dRows", dRows, "dy", dy);
+    if (weights != null) {
+      on(op, "weights", weights);
+      dtype(op, "weights", weights, DType.F32);
+      shape(op, "weights", weights, dy.dim(0), k);
+    }
+    if (dWeights != null) {
+      on(op, "dWeights", dWeights);
+      dtype(op, "dWeights", dWeights, DType.F32);
+      shape(op, "dWeights", dWeights, dy.dim(0), k);
+    }
+    kernels.routeCombineBackward(
+        dy.dtype().code(), dy.address(), rows.address(), slotOf.address(), addr(weights), dRows.address(),
+        addr(dWeights), dy.dim(0), k, numRows, dy.dim(1));
+  }
+
   @Override
   public void close() {
     try {

@@ -109,4 +109,32 @@ public final class CpuNative {
   public static native int moe4j_cpu_grouped_gemm_swiglu_forward(
       int inDtype, long x, long w13, int outDtype, long h, long gateUp, long offsets, long numGroups,
       long totalRows, long f, long k);
+
+  public static native int moe4j_cpu_router_scores(long logits, long scores, long tokens, long experts, int scoreFn);
+
+  public static native int moe4j_cpu_router_scores_backward(
+      long scores, long dScores, long dLogits, long tokens, long experts, int scoreFn);
+
+  public static native int moe4j_cpu_route_topk(
+      long scores, long bias, long tokens, long experts, int k, int renormalize, long expertIds, long weights);
+
+  public static native int moe4j_cpu_route_topk_backward(
+      long scores, long expertIds, long dWeights, long dScores, long tokens, long experts, int k, int renormalize);
+
+  public static native int moe4j_cpu_route_plan(
+      long expertIds, long weights, long tokens, long experts, int k, long capacity, long offsets,
+      long sortedToken, long slotOf, long counts);
+
+  public static native int moe4j_cpu_route_gather(
+      int dtype, long x, long sortedToken, long rows, long numRows, long tokens, long hidden);
+
+  public static native int moe4j_cpu_route_gather_backward(
+      int dtype, long dRows, long slotOf, long dx, long tokens, int k, long numRows, long hidden, int accumulate);
+
+  public static native int moe4j_cpu_route_combine(
+      int dtype, long rows, long slotOf, long weights, long y, long tokens, int k, long numRows, long hidden);
+
+  public static native int moe4j_cpu_route_combine_backward(
+      int dtype, long dy, long rows, long slotOf, long weights, long dRows, long dWeights, long tokens, int k,
+      long numRows, long hidden);
 }

@@ -107,4 +107,32 @@ public final class CudaNative {
 
   public static native int moe4j_cuda_cublas_gemm(
       int inDtype, long a, long b, int outDtype, long c, long m, long n, long k, long stream);
+
+  public static native int moe4j_cuda_router_scores(long logits, long scores, long tokens, long experts, int scoreFn, long stream);
+
+  public static native int moe4j_cuda_router_scores_backward(
+      long scores, long dScores, long dLogits, long tokens, long experts, int scoreFn, long stream);
+
+  public static native int moe4j_cuda_route_topk(
+      long scores, long bias, long tokens, long experts, int k, int renormalize, long expertIds, long weights, long stream);
+
+  public static native int moe4j_cuda_route_topk_backward(
+      long scores, long expertIds, long dWeights, long dScores, long tokens, long experts, int k, int renormalize, long stream);
+
+  public static native int moe4j_cuda_route_plan(
+      long expertIds, long weights, long tokens, long experts, int k, long capacity, long offsets,
+      long sortedToken, long slotOf, long counts, long stream);
+
+  public static native int moe4j_cuda_route_gather(
+      int dtype, long x, long sortedToken, long rows, long numRows, long tokens, long hidden, long stream);
+
+  public static native int moe4j_cuda_route_gather_backward(
+      int dtype, long dRows, long slotOf, long dx, long tokens, int k, long numRows, long hidden, int accumulate, long stream);
+
+  public static native int moe4j_cuda_route_combine(
+      int dtype, long rows, long slotOf, long weights, long y, long tokens, int k, long numRows, long hidden, long stream);
+
+  public static native int moe4j_cuda_route_combine_backward(
+      int dtype, long dy, long rows, long slotOf, long weights, long dRows, long dWeights, long tokens, int k,
+      long numRows, long hidden, long stream);
 }
