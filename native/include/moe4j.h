@@ -250,6 +250,41 @@ MOE4J_API int32_t moe4j_cpu_route_combine_backward(int32_t dtype, const void *dy
                                                    int64_t tokens, int32_t k, int64_t num_rows,
                                                    int64_t hidden);
 
+/* ---- Expert Choice routing and balancing -----------------------------------------------------
+ * Expert Choice (Zhou et al. 2022): within each routing group of `group_size` consecutive tokens
+ * (a sequence, or the whole batch: tokens % group_size == 0), each expert takes its `capacity`
+ * highest-scoring tokens (ties to the lower token index; capacity = ceil(group_size * cf / E),
+ * computed by the caller, at most group_size). A token may get 0..E experts. It sees the whole
+ * group, so it is not causal: decode an EC-trained model with the documented fallback, token choice
+ * with k = round(cf) on the same router (moe4j_*_route_topk). Outputs, in the layout route_combine
+ * and route_combine_backward take with k = E:
+ *   offsets I64 [E + 1] (expert e owns groups * capacity rows), sorted_token I32 [E * groups *
+ *   capacity] (rows of expert e in group order, then token order), slot_of I32 [T, E] (row of
+ *   (t, e) or -1), weights F32 [T, E] (the score where (t, e) was chosen, else 0),
+ *   uncovered I64 [1] (may be NULL): tokens that no expert chose.
+ * The gradient to the scores is the combine's d_weights masked to the chosen pairs (d_weights is 0
+ * elsewhere already), so no separate backward is needed. */
+MOE4J_API int32_t moe4j_cpu_route_expert_choice(const float *scores, int64_t tokens,
+                                                int64_t experts, int64_t group_size,
+                                                int64_t capacity, int64_t *offsets,
+                                                int32_t *sorted_token, int32_t *slot_of,
+                                                float *weights, int64_t *uncovered);
+/* Switch/GShard load-balancing loss for token choice: loss = coef * E * sum_e f_e * P_e, f_e =
+ * (assignments to e) / (T * k) (from expert_ids, no gradient), P_e = mean over tokens of
+ * scores[t, e]. out[0] = loss. d_scores (may be NULL) += coef * E * f_e / T (accumulated, so the
+ * caller adds it to the gradient from the weights). */
+MOE4J_API int32_t moe4j_cpu_router_balance_loss(const float *scores, const int32_t *expert_ids,
+                                                int64_t tokens, int64_t experts, int32_t k,
+                                                float coef, float *out, float *d_scores);
+/* Router z-loss: loss = coef * mean_t(logsumexp(logits[t, :])^2); out[0] = loss; d_logits (may be
+ * NULL) += coef * 2 * lse_t / T * softmax(logits[t, :]). */
+MOE4J_API int32_t moe4j_cpu_router_z_loss(const float *logits, int64_t tokens, int64_t experts,
+                                          float coef, float *out, float *d_logits);
+/* Aux-loss-free balancing (bias used for selection only): after a step, with counts I64 [E] from
+ * route_plan, bias[e] += rate * sign(mean_count - counts[e]) (sign(0) = 0). */
+MOE4J_API int32_t moe4j_cpu_router_bias_update(float *bias, const int64_t *counts, int64_t experts,
+                                               float rate);
+
 /* ======================================================================================
  * libmoe4j_cuda — same operations, device addresses, stream last.
  * ====================================================================================== */
@@ -414,6 +449,28 @@ MOE4J_API int32_t moe4j_cuda_route_combine_backward(int32_t dtype, const void *d
                                                    void *d_rows, float *d_weights,
                                                    int64_t tokens, int32_t k, int64_t num_rows,
                                                    int64_t hidden, void *stream);
+
+/* Expert Choice and balancing: same semantics as the moe4j_cuda_ versions. */
+MOE4J_API int32_t moe4j_cuda_route_expert_choice(const float *scores, int64_t tokens,
+                                                int64_t experts, int64_t group_size,
+                                                int64_t capacity, int64_t *offsets,
+                                                int32_t *sorted_token, int32_t *slot_of,
+                                                float *weights, int64_t *uncovered, void *stream);
+/* Switch/GShard load-balancing loss for token choice: loss = coef * E * sum_e f_e * P_e, f_e =
+ * (assignments to e) / (T * k) (from expert_ids, no gradient), P_e = mean over tokens of
+ * scores[t, e]. out[0] = loss. d_scores (may be NULL) += coef * E * f_e / T (accumulated, so the
+ * caller adds it to the gradient from the weights). */
+MOE4J_API int32_t moe4j_cuda_router_balance_loss(const float *scores, const int32_t *expert_ids,
+                                                int64_t tokens, int64_t experts, int32_t k,
+                                                float coef, float *out, float *d_scores, void *stream);
+/* Router z-loss: loss = coef * mean_t(logsumexp(logits[t, :])^2); out[0] = loss; d_logits (may be
+ * NULL) += coef * 2 * lse_t / T * softmax(logits[t, :]). */
+MOE4J_API int32_t moe4j_cuda_router_z_loss(const float *logits, int64_t tokens, int64_t experts,
+                                          float coef, float *out, float *d_logits, void *stream);
+/* Aux-loss-free balancing (bias used for selection only): after a step, with counts I64 [E] from
+ * route_plan, bias[e] += rate * sign(mean_count - counts[e]) (sign(0) = 0). */
+MOE4J_API int32_t moe4j_cuda_router_bias_update(float *bias, const int64_t *counts, int64_t experts,
+                                               float rate, void *stream);
 
 #ifdef __cplusplus
 }
