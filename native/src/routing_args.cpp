@@ -240,4 +240,56 @@ void check_route_combine_backward(ArgCheck &chk, int32_t dtype, const void *dy, 
   disjoint(chk, "d_weights", d_weights, dwb, "weights", weights, wb);
 }
 
+/* ---- expert choice ---- */
+
+void check_route_expert_choice(ArgCheck &chk, const float *scores, int64_t tokens, int64_t experts,
+                               int64_t group_size, int64_t capacity, int64_t *offsets,
+                               int32_t *sorted_token, int32_t *slot_of, float *weights,
+                               int64_t *uncovered) {
+  chk.non_negative("tokens", tokens);
+  check_experts(chk, experts);
+  chk.at_least("group_size", group_size, 1);
+  if (chk.failed()) return;
+  chk.require(tokens % group_size == 0, "tokens = %lld must be a multiple of group_size = %lld",
+              (long long)tokens, (long long)group_size);
+  chk.require(capacity >= 0 && capacity <= group_size,
+              "capacity must be in [0, group_size = %lld], got %lld", (long long)group_size,
+              (long long)capacity);
+  chk.product_fits("tokens * experts", tokens, experts);
+  if (chk.failed()) return;
+  const int64_t n = tokens * experts;
+  chk.require(n <= kMaxSlots, "tokens * experts = %lld must be <= %lld (slots are I32)",
+              (long long)n, (long long)kMaxSlots);
+  /* groups * capacity <= tokens, so this follows from the rule above; kept as the stated rule */
+  const int64_t rows = experts * (tokens / group_size * capacity);
+  chk.require(rows <= kMaxSlots,
+              "experts * groups * capacity = %lld must be <= %lld (slots are I32)",
+              (long long)rows, (long long)kMaxSlots);
+  if (chk.failed()) return;
+  const int64_t ub = uncovered != nullptr ? 8 : 0;
+  chk.buffer("scores", scores, n, MOE4J_DTYPE_F32)
+      .buffer("offsets", offsets, experts + 1, MOE4J_DTYPE_I64)
+      .buffer("sorted_token", sorted_token, rows, MOE4J_DTYPE_I32)
+      .buffer("slot_of", slot_of, n, MOE4J_DTYPE_I32)
+      .buffer("weights", weights, n, MOE4J_DTYPE_F32)
+      .buffer("uncovered", uncovered, uncovered != nullptr ? 1 : 0, MOE4J_DTYPE_I64);
+  struct Range {
+    const char *name;
+    const void *ptr;
+    int64_t bytes;
+  };
+  const Range outputs[] = {{"offsets", offsets, (experts + 1) * 8},
+                           {"sorted_token", sorted_token, rows * 4},
+                           {"slot_of", slot_of, n * 4},
+                           {"weights", weights, n * 4},
+                           {"uncovered", uncovered, ub}};
+  constexpr int kOutputs = sizeof(outputs) / sizeof(outputs[0]);
+  for (int a = 0; a < kOutputs; a++) {
+    for (int b = a + 1; b < kOutputs; b++)
+      disjoint(chk, outputs[a].name, outputs[a].ptr, outputs[a].bytes, outputs[b].name,
+               outputs[b].ptr, outputs[b].bytes);
+    disjoint(chk, outputs[a].name, outputs[a].ptr, outputs[a].bytes, "scores", scores, n * 4);
+  }
+}
+
 }  // namespace moe4j

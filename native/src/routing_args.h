@@ -51,4 +51,13 @@ void check_route_combine_backward(ArgCheck &chk, int32_t dtype, const void *dy, 
                                   float *d_weights, int64_t tokens, int32_t k, int64_t num_rows,
                                   int64_t hidden);
 
+/* Expert Choice (moe4j.h "Expert Choice routing and balancing"): tokens >= 0; experts in
+ * [1, 65536]; group_size >= 1 dividing tokens (tokens == 0 is fine); 0 <= capacity <=
+ * group_size; tokens * experts fits int32 (slot_of / sorted_token are I32); NULL only for empty
+ * buffers and for uncovered (optional); the five outputs must not overlap scores or each other. */
+void check_route_expert_choice(ArgCheck &chk, const float *scores, int64_t tokens, int64_t experts,
+                               int64_t group_size, int64_t capacity, int64_t *offsets,
+                               int32_t *sorted_token, int32_t *slot_of, float *weights,
+                               int64_t *uncovered);
+
 }  // namespace moe4j

@@ -224,6 +224,26 @@ public interface Backend extends AutoCloseable {
   /** dRows [R, H] and dWeights [T, k] (nullable) from dy [T, H]. */
   void routeCombineBackward(Tensor dy, Tensor rows, Tensor slotOf, Tensor weights, Tensor dRows, Tensor dWeights);
 
+  /**
+   * Expert Choice (Zhou et al. 2022): in each group of groupSize consecutive tokens every expert
+   * takes its capacity best tokens by score (not causal: decode with token choice, k = round(cf)).
+   * Outputs in the combine layout with k = E: offsets I64 [E + 1], sortedToken I32 [E·groups·capacity],
+   * slotOf I32 [T, E], weights F32 [T, E] (score where chosen, else 0), uncovered I64 [1] (nullable):
+   * tokens no expert chose.
+   */
+  void routeExpertChoice(
+      Tensor scores, long groupSize, long capacity, Tensor offsets, Tensor sortedToken, Tensor slotOf, Tensor weights,
+      Tensor uncovered);
+
+  /** Switch load-balancing loss coef·E·Σ f_e·P_e into out F32 [1]; dScores [T, E] (nullable) += its gradient. */
+  void routerBalanceLoss(Tensor scores, Tensor expertIds, float coef, Tensor out, Tensor dScores);
+
+  /** Router z-loss coef·mean(logsumexp(logits)²) into out F32 [1]; dLogits (nullable) += its gradient. */
+  void routerZLoss(Tensor logits, float coef, Tensor out, Tensor dLogits);
+
+  /** Aux-loss-free balancing: bias[e] += rate·sign(mean(counts) − counts[e]); counts I64 [E] from routePlan. */
+  void routerBiasUpdate(Tensor bias, Tensor counts, float rate);
+
   @Override
   void close();
 }

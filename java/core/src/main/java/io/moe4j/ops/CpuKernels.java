@@ -193,4 +193,28 @@ final class CpuKernels implements Kernels {
     check(CpuNative.moe4j_cpu_route_combine_backward(
         dtype, dy, rows, slotOf, weights, dRows, dWeights, tokens, k, numRows, hidden));
   }
+
+  @Override
+  public void routeExpertChoice(
+      long scores, long tokens, long experts, long groupSize, long capacity, long offsets, long sortedToken, long slotOf,
+      long weights, long uncovered) {
+    check(CpuNative.moe4j_cpu_route_expert_choice(
+        scores, tokens, experts, groupSize, capacity, offsets, sortedToken, slotOf, weights, uncovered));
+  }
+
+  @Override
+  public void routerBalanceLoss(
+      long scores, long expertIds, long tokens, long experts, int k, float coef, long out, long dScores) {
+    check(CpuNative.moe4j_cpu_router_balance_loss(scores, expertIds, tokens, experts, k, coef, out, dScores));
+  }
+
+  @Override
+  public void routerZLoss(long logits, long tokens, long experts, float coef, long out, long dLogits) {
+    check(CpuNative.moe4j_cpu_router_z_loss(logits, tokens, experts, coef, out, dLogits));
+  }
+
+  @Override
+  public void routerBiasUpdate(long bias, long counts, long experts, float rate) {
+    check(CpuNative.moe4j_cpu_router_bias_update(bias, counts, experts, rate));
+  }
 }

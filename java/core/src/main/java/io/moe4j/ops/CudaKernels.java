@@ -207,4 +207,28 @@ final class CudaKernels implements Kernels {
     check(CudaNative.moe4j_cuda_route_combine_backward(
         dtype, dy, rows, slotOf, weights, dRows, dWeights, tokens, k, numRows, hidden, stream()));
   }
+
+  @Override
+  public void routeExpertChoice(
+      long scores, long tokens, long experts, long groupSize, long capacity, long offsets, long sortedToken, long slotOf,
+      long weights, long uncovered) {
+    check(CudaNative.moe4j_cuda_route_expert_choice(
+        scores, tokens, experts, groupSize, capacity, offsets, sortedToken, slotOf, weights, uncovered, stream()));
+  }
+
+  @Override
+  public void routerBalanceLoss(
+      long scores, long expertIds, long tokens, long experts, int k, float coef, long out, long dScores) {
+    check(CudaNative.moe4j_cuda_router_balance_loss(scores, expertIds, tokens, experts, k, coef, out, dScores, stream()));
+  }
+
+  @Override
+  public void routerZLoss(long logits, long tokens, long experts, float coef, long out, long dLogits) {
+    check(CudaNative.moe4j_cuda_router_z_loss(logits, tokens, experts, coef, out, dLogits, stream()));
+  }
+
+  @Override
+  public void routerBiasUpdate(long bias, long counts, long experts, float rate) {
+    check(CudaNative.moe4j_cuda_router_bias_update(bias, counts, experts, rate, stream()));
+  }
 }

@@ -93,4 +93,14 @@ interface Kernels {
   void routeCombineBackward(
       int dtype, long dy, long rows, long slotOf, long weights, long dRows, long dWeights, long tokens, int k,
       long numRows, long hidden);
+
+  void routeExpertChoice(
+      long scores, long tokens, long experts, long groupSize, long capacity, long offsets, long sortedToken, long slotOf,
+      long weights, long uncovered);
+
+  void routerBalanceLoss(long scores, long expertIds, long tokens, long experts, int k, float coef, long out, long dScores);
+
+  void routerZLoss(long logits, long tokens, long experts, float coef, long out, long dLogits);
+
+  void routerBiasUpdate(long bias, long counts, long experts, float rate);
 }

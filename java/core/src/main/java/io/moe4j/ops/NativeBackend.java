@@ -737,6 +737,59 @@ final class NativeBackend implements Backend {
   }
 
   @Override
+  public void routeExpertChoice(
+      Tensor scores, long groupSize, long capacity, Tensor offsets, Tensor sortedToken, Tensor slotOf, Tensor weights,
+      Tensor uncovered) {
+    String op = "routeExpertChoice";
+    long[] te = tokenExpertMatrix(op, "scores", scores);
+    vector(op, "offsets", offsets, DType.I64, te[1] + 1);
+    on(op, "sortedToken", sortedToken);
+    dtype(op, "sortedToken", sortedToken, DType.I32);
+    perTokenSlots(op, "slotOf", slotOf, te[0]);
+    shape(op, "slotOf", slotOf, te);
+    tokenExpertMatrix(op, "weights", weights);
+    shape(op, "weights", weights, te);
+    if (uncovered != null) vector(op, "uncovered", uncovered, DType.I64, 1);
+    kernels.routeExpertChoice(
+        scores.address(), te[0], te[1], groupSize, capacity, offsets.address(), sortedToken.address(), slotOf.address(),
+        weights.address(), addr(uncovered));
+  }
+
+  @Override
+  public void routerBalanceLoss(Tensor scores, Tensor expertIds, float coef, Tensor out, Tensor dScores) {
+    String op = "routerBalanceLoss";
+    long[] te = tokenExpertMatrix(op, "scores", scores);
+    int k = perTokenSlots(op, "expertIds", expertIds, te[0]);
+    vector(op, "out", out, DType.F32, 1);
+    if (dScores != null) {
+      tokenExpertMatrix(op, "dScores", dScores);
+      shape(op, "dScores", dScores, te);
+    }
+    kernels.routerBalanceLoss(scores.address(), expertIds.address(), te[0], te[1], k, coef, out.address(), addr(dScores));
+  }
+
+  @Override
+  public void routerZLoss(Tensor logits, float coef, Tensor out, Tensor dLogits) {
+    String op = "routerZLoss";
+    long[] te = tokenExpertMatrix(op, "logits", logits);
+    vector(op, "out", out, DType.F32, 1);
+    if (dLogits != null) {
+      tokenExpertMatrix(op, "dLogits", dLogits);
+      shape(op, "dLogits", dLogits, te);
+    }
+    kernels.routerZLoss(logits.address(), te[0], te[1], coef, out.address(), addr(dLogits));
+  }
+
+  @Override
+  public void routerBiasUpdate(Tensor bias, Tensor counts, float rate) {
+    String op = "routerBiasUpdate";
+    on(op, "bias", bias);
+    dtype(op, "bias", bias, DType.F32);
+    vector(op, "counts", counts, DType.I64, bias.numel());
+    kernels.routerBiasUpdate(bias.address(), counts.address(), bias.numel(), rate);
+  }
+
+  @Override
   public void close() {
     try {
       allocator.close();

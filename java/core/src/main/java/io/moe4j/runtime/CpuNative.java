@@ -137,4 +137,15 @@ public final class CpuNative {
   public static native int moe4j_cpu_route_combine_backward(
       int dtype, long dy, long rows, long slotOf, long weights, long dRows, long dWeights, long tokens, int k,
       long numRows, long hidden);
+
+  public static native int moe4j_cpu_route_expert_choice(
+      long scores, long tokens, long experts, long groupSize, long capacity, long offsets, long sortedToken,
+      long slotOf, long weights, long uncovered);
+
+  public static native int moe4j_cpu_router_balance_loss(
+      long scores, long expertIds, long tokens, long experts, int k, float coef, long out, long dScores);
+
+  public static native int moe4j_cpu_router_z_loss(long logits, long tokens, long experts, float coef, long out, long dLogits);
+
+  public static native int moe4j_cpu_router_bias_update(long bias, long counts, long experts, float rate);
 }

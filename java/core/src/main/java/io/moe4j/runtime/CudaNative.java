@@ -135,4 +135,15 @@ public final class CudaNative {
   public static native int moe4j_cuda_route_combine_backward(
       int dtype, long dy, long rows, long slotOf, long weights, long dRows, long dWeights, long tokens, int k,
       long numRows, long hidden, long stream);
+
+  public static native int moe4j_cuda_route_expert_choice(
+      long scores, long tokens, long experts, long groupSize, long capacity, long offsets, long sortedToken,
+      long slotOf, long weights, long uncovered, long stream);
+
+  public static native int moe4j_cuda_router_balance_loss(
+      long scores, long expertIds, long tokens, long experts, int k, float coef, long out, long dScores, long stream);
+
+  public static native int moe4j_cuda_router_z_loss(long logits, long tokens, long experts, float coef, long out, long dLogits, long stream);
+
+  public static native int moe4j_cuda_router_bias_update(long bias, long counts, long experts, float rate, long stream);
 }
