@@ -50,7 +50,7 @@ public final class Main {
     s.println();
     s.println("commands:");
     s.println("  info [--json]   version, libraries and build flags, CPU, GPUs, cuBLAS, backends");
-    s.println("  bench <suite>   benchmarks: gemm (--device D, --json FILE, --quick)");
+    s.println("  bench <suite>   benchmarks: gemm | routing (--device D, --json FILE, --quick)");
     s.println("  version         print the version");
     s.println();
     s.println("Run 'moe4j <command> --help' for a command's options.");

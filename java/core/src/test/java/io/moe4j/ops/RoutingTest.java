@@ -95,6 +95,8 @@ class RoutingTest {
       cpu.routePlan(ids, w, 2, offsets, sorted, slotOf, null);
       assertArrayEquals(new long[] {0, 2, 3}, cpu.toLongs(offsets));
       int[] slots = cpu.toInts(slotOf);
+      RoutingMetrics m = RoutingMetrics.of(new long[] {3, 1}, cpu.toLongs(offsets));
+      assertEquals(new RoutingMetrics(4, 3, 1, 0.25, 3, 2.0), m);
       assertEquals(-1, slots[0], "token 0 has the lowest weight for expert 0: dropped");
       assertTrue(slots[1] >= 0 && slots[2] >= 0 && slots[3] >= 0);
       IllegalArgumentException e = assertThrows(IllegalArgumentException.class,

@@ -21,14 +21,14 @@ public final class BenchReport {
 
   public static void printTable(List<BenchResult> results, PrintStream out) {
     if (results.isEmpty()) return;
-    List<String> baselineNames = new ArrayList<>(results.get(0).baselines().keySet());
-    StringBuilder header = new StringBuilder(String.format("%-30s %10s %12s %7s", "case", "median ms", results.get(0).unit(), "% peak"));
-    for (String b : baselineNames) header.append(String.format(" %18s", "vs " + b));
+    List<String> ratioNames = new ArrayList<>(results.get(0).ratios().keySet());
+    StringBuilder header = new StringBuilder(String.format("%-30s %10s %12s %7s", "case", "median ms", results.get(0).unit(), "% " + (results.get(0).suite().equals("gemm") ? "peak" : "of ref")));
+    for (String name : ratioNames) header.append(String.format(" %20s", name.replace('_', ' ')));
     out.println(header);
     for (BenchResult r : results) {
       StringBuilder row = new StringBuilder(String.format("%-30s %10.3f %12.1f %6.1f%%", r.caseName(), r.timing().medianMs(),
           r.throughput(), 100 * r.fractionOfPeak()));
-      for (String b : baselineNames) row.append(String.format(" %17.2fx", r.ratios().getOrDefault("vs_" + b, Double.NaN)));
+      for (String name : ratioNames) row.append(String.format(" %19.2fx", r.ratios().get(name)));
       out.println(row);
     }
     out.println("(ratios: baseline time / our time, measured in the same run; > 1 means ours is faster)");
