@@ -285,6 +285,41 @@ MOE4J_API int32_t moe4j_cpu_router_z_loss(const float *logits, int64_t tokens, i
 MOE4J_API int32_t moe4j_cpu_router_bias_update(float *bias, const int64_t *counts, int64_t experts,
                                                float rate);
 
+/* ---- Attention (first slice: RoPE and the CPU flash-attention twin) --------------------------
+ * RoPE, rotate-half convention (HF): for each row of head_dim values and i < head_dim / 2, with
+ * angle = positions[t] * theta^(-2i / head_dim): out[i] = x[i] cos - x[i + D/2] sin,
+ * out[i + D/2] = x[i + D/2] cos + x[i] sin. x, out [T, heads, head_dim] (T = batch * seq, or packed
+ * tokens); positions I32 [T] (decode offsets / varlen positions); head_dim even; out may alias x.
+ * Angles are computed in f32 from the shared header, identically on both twins. */
+MOE4J_API int32_t moe4j_cpu_rope_forward(int32_t dtype, const void *x, void *out,
+                                         const int32_t *positions, int64_t tokens, int64_t heads,
+                                         int64_t head_dim, float theta);
+/* The transpose rotation: dx from dout (dx may alias dout). */
+MOE4J_API int32_t moe4j_cpu_rope_backward(int32_t dtype, const void *dout, void *dx,
+                                          const int32_t *positions, int64_t tokens, int64_t heads,
+                                          int64_t head_dim, float theta);
+/* Flash attention forward (FlashAttention-2 algorithm: K/V tiles streamed past a Q tile with an
+ * online softmax, the S x S matrix never materialized, fully masked tiles skipped). q, out
+ * [B, S, Hq, D]; k, v [B, S, Hkv, D] with Hq % Hkv == 0 (GQA: query head h reads kv head
+ * h / (Hq / Hkv)); lse F32 [B, Hq, S] (natural log-sum-exp of the scaled scores, for the backward).
+ * causal != 0: query i attends to keys j <= i; window > 0: also j > i - window (sliding window;
+ * window <= 0: none). scale > 0 (usually 1/sqrt(D)). dtype F32 | BF16, f32 accumulation. A row with
+ * no key (impossible when causal) gets out = 0, lse = -inf. */
+MOE4J_API int32_t moe4j_cpu_attention_forward(int32_t dtype, const void *q, const void *k,
+                                              const void *v, void *out, float *lse, int64_t batch,
+                                              int64_t seq, int64_t q_heads, int64_t kv_heads,
+                                              int64_t head_dim, int32_t causal, int64_t window,
+                                              float scale);
+/* Flash attention backward (FA2: D_i = rowsum(dout * out), P recomputed from lse, parallel over K/V
+ * blocks, dQ accumulated in f32 without atomics — deterministic). dq [B, S, Hq, D], dk, dv
+ * [B, S, Hkv, D] are overwritten; GQA gradients are summed over the query heads of a group. */
+MOE4J_API int32_t moe4j_cpu_attention_backward(int32_t dtype, const void *q, const void *k,
+                                               const void *v, const void *out, const void *dout,
+                                               const float *lse, void *dq, void *dk, void *dv,
+                                               int64_t batch, int64_t seq, int64_t q_heads,
+                                               int64_t kv_heads, int64_t head_dim, int32_t causal,
+                                               int64_t window, float scale);
+
 /* ======================================================================================
  * libmoe4j_cuda — same operations, device addresses, stream last.
  * ====================================================================================== */
@@ -471,6 +506,14 @@ MOE4J_API int32_t moe4j_cuda_router_z_loss(const float *logits, int64_t tokens, 
  * route_plan, bias[e] += rate * sign(mean_count - counts[e]) (sign(0) = 0). */
 MOE4J_API int32_t moe4j_cuda_router_bias_update(float *bias, const int64_t *counts, int64_t experts,
                                                float rate, void *stream);
+
+/* RoPE: same semantics as the moe4j_cpu_ versions (CUDA flash attention comes later). */
+MOE4J_API int32_t moe4j_cuda_rope_forward(int32_t dtype, const void *x, void *out,
+                                          const int32_t *positions, int64_t tokens, int64_t heads,
+                                          int64_t head_dim, float theta, void *stream);
+MOE4J_API int32_t moe4j_cuda_rope_backward(int32_t dtype, const void *dout, void *dx,
+                                           const int32_t *positions, int64_t tokens, int64_t heads,
+                                           int64_t head_dim, float theta, void *stream);
 
 #ifdef __cplusplus
 }
