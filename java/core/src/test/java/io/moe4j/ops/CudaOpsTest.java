@@ -145,4 +145,44 @@ class CudaOpsTest {
       assertNear(y[0], y[1], 1e-3, dt + " grouped forward");
     }
   }
+
+  @Test
+  void tokenChoiceRoutingMatchesTheCpuTwin() {
+    int tokens = 300, experts = 16, k = 4, hidden = 72;
+    float[] logits = CpuOpsTest.randn(tokens * experts, 9), x = CpuOpsTest.randn(tokens * hidden, 10);
+    long[][] offsets = new long[2][];
+    int[][] slots = new int[2][];
+    float[][] y = new float[2][];
+    Backend[] both = {cpu, cuda};
+    for (int b = 0; b < 2; b++) {
+      Backend be = both[b];
+      try (Scope s = new Scope()) {
+        Tensor scores = s.add(be.empty(DType.F32, tokens, experts));
+        be.routerScores(s.add(be.fromFloats(logits, DType.F32, tokens, experts)), ScoreFunction.SOFTMAX, scores);
+        // both backends select from the CPU's scores: device expf may differ from glibc's by an ulp
+        be.copyFromFloats(cpu == be ? be.toFloats(scores) : cudaScoresFromCpu(logits, tokens, experts), scores);
+        Tensor ids = s.add(be.empty(DType.I32, tokens, k)), w = s.add(be.empty(DType.F32, tokens, k));
+        be.routeTopK(scores, null, k, true, ids, w);
+        Tensor off = s.add(be.empty(DType.I64, experts + 1)), sorted = s.add(be.empty(DType.I32, tokens * k));
+        Tensor slotOf = s.add(be.empty(DType.I32, tokens, k));
+        be.routePlan(ids, w, (long) Math.ceil(1.25 * tokens * k / experts), off, sorted, slotOf, null);
+        Tensor rows = s.add(be.empty(DType.F32, tokens * k, hidden)), out = s.add(be.empty(DType.F32, tokens, hidden));
+        be.routeGather(s.add(be.fromFloats(x, DType.F32, tokens, hidden)), sorted, rows);
+        be.routeCombine(rows, slotOf, w, out);
+        offsets[b] = be.toLongs(off);
+        slots[b] = be.toInts(slotOf);
+        y[b] = be.toFloats(out);
+      }
+    }
+    assertArrayEquals(offsets[0], offsets[1], "plan offsets");
+    assertArrayEquals(slots[0], slots[1], "plan slots");
+    assertArrayEquals(y[0], y[1], "combine (same order, bitwise)");
+  }
+
+  private static float[] cudaScoresFromCpu(float[] logits, int tokens, int experts) {
+    try (Tensor l = cpu.fromFloats(logits, DType.F32, tokens, experts); Tensor sc = cpu.empty(DType.F32, tokens, experts)) {
+      cpu.routerScores(l, ScoreFunction.SOFTMAX, sc);
+      return cpu.toFloats(sc);
+    }
+  }
 }
