@@ -244,6 +244,17 @@ public interface Backend extends AutoCloseable {
   /** Aux-loss-free balancing: bias[e] += rate·sign(mean(counts) − counts[e]); counts I64 [E] from routePlan. */
   void routerBiasUpdate(Tensor bias, Tensor counts, float rate);
 
+  // ---- attention ----------------------------------------------------------------------------
+
+  /**
+   * RoPE, rotate-half convention: x, out [..., heads, headDim] (F32|BF16; out may be x), one
+   * position per token (positions I32 with numel = tokens = x.numel / (heads·headDim)).
+   */
+  void ropeForward(Tensor x, Tensor positions, float theta, Tensor out);
+
+  /** The transpose rotation (dx may be dOut). */
+  void ropeBackward(Tensor dOut, Tensor positions, float theta, Tensor dx);
+
   @Override
   void close();
 }

@@ -217,4 +217,12 @@ final class CpuKernels implements Kernels {
   public void routerBiasUpdate(long bias, long counts, long experts, float rate) {
     check(CpuNative.moe4j_cpu_router_bias_update(bias, counts, experts, rate));
   }
+
+  @Override
+  public void rope(
+      boolean backward, int dtype, long in, long out, long positions, long tokens, long heads, long headDim, float theta) {
+    check(backward
+        ? CpuNative.moe4j_cpu_rope_backward(dtype, in, out, positions, tokens, heads, headDim, theta)
+        : CpuNative.moe4j_cpu_rope_forward(dtype, in, out, positions, tokens, heads, headDim, theta));
+  }
 }

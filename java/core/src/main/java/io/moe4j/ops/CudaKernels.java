@@ -231,4 +231,12 @@ final class CudaKernels implements Kernels {
   public void routerBiasUpdate(long bias, long counts, long experts, float rate) {
     check(CudaNative.moe4j_cuda_router_bias_update(bias, counts, experts, rate, stream()));
   }
+
+  @Override
+  public void rope(
+      boolean backward, int dtype, long in, long out, long positions, long tokens, long heads, long headDim, float theta) {
+    check(backward
+        ? CudaNative.moe4j_cuda_rope_backward(dtype, in, out, positions, tokens, heads, headDim, theta, stream())
+        : CudaNative.moe4j_cuda_rope_forward(dtype, in, out, positions, tokens, heads, headDim, theta, stream()));
+  }
 }

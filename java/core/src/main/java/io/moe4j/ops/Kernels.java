@@ -103,4 +103,6 @@ interface Kernels {
   void routerZLoss(long logits, long tokens, long experts, float coef, long out, long dLogits);
 
   void routerBiasUpdate(long bias, long counts, long experts, float rate);
+
+  void rope(boolean backward, int dtype, long in, long out, long positions, long tokens, long heads, long headDim, float theta);
 }

@@ -790,6 +790,28 @@ final class NativeBackend implements Backend {
   }
 
   @Override
+  public void ropeForward(Tensor x, Tensor positions, float theta, Tensor out) {
+    rope("ropeForward", false, x, positions, theta, out);
+  }
+
+  @Override
+  public void ropeBackward(Tensor dOut, Tensor positions, float theta, Tensor dx) {
+    rope("ropeBackward", true, dOut, positions, theta, dx);
+  }
+
+  private void rope(String op, boolean backward, Tensor in, Tensor positions, float theta, Tensor out) {
+    on(op, "input", in);
+    if (in.rank() < 2) throw Checks.error(op, "input must be [..., heads, headDim], got " + java.util.Arrays.toString(in.shape()));
+    long heads = in.dim(-2), headDim = in.dim(-1);
+    long tokens = heads * headDim == 0 ? 0 : in.numel() / (heads * headDim);
+    vector(op, "positions", positions, DType.I32, tokens);
+    on(op, "output", out);
+    shape(op, "output", out, in.shape());
+    sameDtype(op, "output", out, "input", in);
+    kernels.rope(backward, in.dtype().code(), in.address(), out.address(), positions.address(), tokens, heads, headDim, theta);
+  }
+
+  @Override
   public void close() {
     try {
       allocator.close();

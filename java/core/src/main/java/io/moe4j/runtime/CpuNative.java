@@ -148,4 +148,10 @@ public final class CpuNative {
   public static native int moe4j_cpu_router_z_loss(long logits, long tokens, long experts, float coef, long out, long dLogits);
 
   public static native int moe4j_cpu_router_bias_update(long bias, long counts, long experts, float rate);
+
+  public static native int moe4j_cpu_rope_forward(
+      int dtype, long x, long out, long positions, long tokens, long heads, long headDim, float theta);
+
+  public static native int moe4j_cpu_rope_backward(
+      int dtype, long dOut, long dx, long positions, long tokens, long heads, long headDim, float theta);
 }

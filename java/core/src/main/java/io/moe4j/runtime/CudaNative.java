@@ -146,4 +146,10 @@ public final class CudaNative {
   public static native int moe4j_cuda_router_z_loss(long logits, long tokens, long experts, float coef, long out, long dLogits, long stream);
 
   public static native int moe4j_cuda_router_bias_update(long bias, long counts, long experts, float rate, long stream);
+
+  public static native int moe4j_cuda_rope_forward(
+      int dtype, long x, long out, long positions, long tokens, long heads, long headDim, float theta, long stream);
+
+  public static native int moe4j_cuda_rope_backward(
+      int dtype, long dOut, long dx, long positions, long tokens, long heads, long headDim, float theta, long stream);
 }

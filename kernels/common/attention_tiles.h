@@ -1,0 +1,78 @@
+/*
+ * Tiling of flash attention (FlashAttention-2), shared by the CPU twin (native/src/cpu_attention.cpp)
+ * and the CUDA kernel (later), so both visit the same tiles in the same order.
+ *
+ * Queries are cut into tiles of kAttnBlockQ rows (Br), keys into tiles of kAttnBlockK (Bc).
+ * Query i may attend key j iff attn_allowed(i, j): (causal == 0 or j <= i) and (no window or
+ * j > i - window). A window <= 0 or >= seq changes nothing (i - window < 0 <= j), so callers
+ * normalize it once with attn_window(); after that w == 0 means "no window" and 0 < w < seq, so
+ * the index math below never overflows.
+ *
+ * Tile skipping: attn_key_tiles(q_tile) is the half-open range of key tiles that hold at least one
+ * key some query of the tile may attend (the others are entirely above the causal diagonal or
+ * entirely left of the window) — the forward and the dQ pass loop over it in ascending order.
+ * attn_query_tiles(k_tile) is the converse range, used by the dK/dV pass. Inside a visited tile the
+ * element mask attn_allowed still applies (partial tiles on the diagonal / window edge).
+ */
+#pragma once
+#include <stdint.h>
+
+#include "hd.h"
+
+namespace moe4j {
+
+constexpr int kAttnBlockQ = 64; /* Br: query rows per tile */
+constexpr int kAttnBlockK = 64; /* Bc: keys per tile */
+
+/* Half-open index range [begin, end); empty when end <= begin. */
+struct AttnRange {
+  int64_t begin, end;
+};
+
+/* The effective window: 0 (none) when window <= 0 or window >= seq, else window. */
+MOE4J_HD int64_t attn_window(int64_t window, int64_t seq) {
+  return (window <= 0 || window >= seq) ? 0 : window;
+}
+
+/* May query i attend key j? w from attn_window. */
+MOE4J_HD bool attn_allowed(int64_t i, int64_t j, bool causal, int64_t w) {
+  return (!causal || j <= i) && (w == 0 || j > i - w);
+}
+
+MOE4J_HD int64_t attn_tile_count(int64_t n, int64_t block) { return (n + block - 1) / block; }
+
+/* Keys that some query in [q0, q1) may attend (q0 < q1 <= seq). */
+MOE4J_HD AttnRange attn_key_range(int64_t q0, int64_t q1, int64_t seq, bool causal, int64_t w) {
+  int64_t lo = 0, hi = seq;
+  if (causal && q1 < hi) hi = q1;              /* j <= q1 - 1 */
+  if (w > 0 && q0 - w + 1 > lo) lo = q0 - w + 1; /* j >= i - w + 1 >= q0 - w + 1 */
+  return AttnRange{lo, hi > lo ? hi : lo};
+}
+
+/* Queries that may attend some key in [k0, k1) (k0 < k1 <= seq). */
+MOE4J_HD AttnRange attn_query_range(int64_t k0, int64_t k1, int64_t seq, bool causal, int64_t w) {
+  int64_t lo = 0, hi = seq;
+  if (causal) lo = k0;                       /* i >= j >= k0 */
+  if (w > 0 && k1 - 1 + w < hi) hi = k1 - 1 + w; /* i < j + w <= k1 - 1 + w */
+  return AttnRange{lo, hi > lo ? hi : lo};
+}
+
+/* Key tiles visited by query tile q_tile (tiles of kAttnBlockQ rows over seq). */
+MOE4J_HD AttnRange attn_key_tiles(int64_t q_tile, int64_t seq, bool causal, int64_t w) {
+  const int64_t q0 = q_tile * kAttnBlockQ;
+  const int64_t q1 = q0 + kAttnBlockQ < seq ? q0 + kAttnBlockQ : seq;
+  const AttnRange r = attn_key_range(q0, q1, seq, causal, w);
+  if (r.end <= r.begin) return AttnRange{0, 0};
+  return AttnRange{r.begin / kAttnBlockK, attn_tile_count(r.end, kAttnBlockK)};
+}
+
+/* Query tiles that visit key tile k_tile (the converse of attn_key_tiles). */
+MOE4J_HD AttnRange attn_query_tiles(int64_t k_tile, int64_t seq, bool causal, int64_t w) {
+  const int64_t k0 = k_tile * kAttnBlockK;
+  const int64_t k1 = k0 + kAttnBlockK < seq ? k0 + kAttnBlockK : seq;
+  const AttnRange r = attn_query_range(k0, k1, seq, causal, w);
+  if (r.end <= r.begin) return AttnRange{0, 0};
+  return AttnRange{r.begin / kAttnBlockQ, attn_tile_count(r.end, kAttnBlockQ)};
+}
+
+}  // namespace moe4j
