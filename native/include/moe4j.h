@@ -320,6 +320,28 @@ MOE4J_API int32_t moe4j_cpu_attention_backward(int32_t dtype, const void *q, con
                                                int64_t kv_heads, int64_t head_dim, int32_t causal,
                                                int64_t window, float scale);
 
+/* KV-cache decode (flash-decoding). Each sequence b has lengths[b] tokens cached in k_cache,
+ * v_cache [B, max_seq, Hkv, D]; the call appends new_tokens new keys/values (k_new, v_new
+ * [B, new_tokens, Hkv, D]) at positions lengths[b] .. lengths[b] + new_tokens - 1 (which must be
+ * < max_seq) and attends q [B, new_tokens, Hq, D] to the cache: new query i sees every cached key
+ * and the new keys <= i (causal), restricted to the last `window` positions when window > 0.
+ * out [B, new_tokens, Hq, D]. lengths I32 [B] is read, not advanced (the caller does that).
+ * The context is cut into split_k >= 1 chunks processed independently (parallelism for long
+ * contexts) and merged with their log-sum-exps; a fixed split_k gives bitwise-reproducible results,
+ * different split_k agree to f32 rounding. workspace: F32 scratch of
+ * moe4j_*_attention_decode_workspace_bytes(...) bytes (may be NULL when that is 0). dtype
+ * F32 | BF16 for q, k, v, caches and out; f32 accumulation. */
+MOE4J_API int32_t moe4j_cpu_attention_decode_workspace_bytes(int64_t batch, int64_t new_tokens,
+                                                             int64_t q_heads, int64_t head_dim,
+                                                             int32_t split_k, int64_t *out_bytes);
+MOE4J_API int32_t moe4j_cpu_attention_decode(int32_t dtype, const void *q, const void *k_new,
+                                             const void *v_new, void *k_cache, void *v_cache,
+                                             const int32_t *lengths, void *out, int64_t batch,
+                                             int64_t new_tokens, int64_t max_seq,
+                                             int64_t q_heads, int64_t kv_heads, int64_t head_dim,
+                                             int64_t window, float scale, int32_t split_k,
+                                             void *workspace, int64_t workspace_bytes);
+
 /* ======================================================================================
  * libmoe4j_cuda — same operations, device addresses, stream last.
  * ====================================================================================== */
@@ -514,6 +536,19 @@ MOE4J_API int32_t moe4j_cuda_rope_forward(int32_t dtype, const void *x, void *ou
 MOE4J_API int32_t moe4j_cuda_rope_backward(int32_t dtype, const void *dout, void *dx,
                                            const int32_t *positions, int64_t tokens, int64_t heads,
                                            int64_t head_dim, float theta, void *stream);
+
+/* KV-cache decode: same semantics as the moe4j_cpu_ versions (lengths on the device). */
+MOE4J_API int32_t moe4j_cuda_attention_decode_workspace_bytes(int64_t batch, int64_t new_tokens,
+                                                              int64_t q_heads, int64_t head_dim,
+                                                              int32_t split_k, int64_t *out_bytes);
+MOE4J_API int32_t moe4j_cuda_attention_decode(int32_t dtype, const void *q, const void *k_new,
+                                              const void *v_new, void *k_cache, void *v_cache,
+                                              const int32_t *lengths, void *out, int64_t batch,
+                                              int64_t new_tokens, int64_t max_seq,
+                                              int64_t q_heads, int64_t kv_heads, int64_t head_dim,
+                                              int64_t window, float scale, int32_t split_k,
+                                              void *workspace, int64_t workspace_bytes,
+                                              void *stream);
 
 #ifdef __cplusplus
 }
