@@ -550,6 +550,21 @@ MOE4J_API int32_t moe4j_cuda_attention_decode(int32_t dtype, const void *q, cons
                                               void *workspace, int64_t workspace_bytes,
                                               void *stream);
 
+/* Flash attention on CUDA: same semantics as moe4j_cpu_attention_forward / _backward. For now
+ * only the simple reference kernels (*_ref) exist — the FlashAttention-2 mma.sync kernel is next —
+ * so these are correct but slow. */
+MOE4J_API int32_t moe4j_cuda_attention_forward(int32_t dtype, const void *q, const void *k,
+                                               const void *v, void *out, float *lse,
+                                               int64_t batch, int64_t seq, int64_t q_heads,
+                                               int64_t kv_heads, int64_t head_dim, int32_t causal,
+                                               int64_t window, float scale, void *stream);
+MOE4J_API int32_t moe4j_cuda_attention_backward(int32_t dtype, const void *q, const void *k,
+                                                const void *v, const void *out, const void *dout,
+                                                const float *lse, void *dq, void *dk, void *dv,
+                                                int64_t batch, int64_t seq, int64_t q_heads,
+                                                int64_t kv_heads, int64_t head_dim, int32_t causal,
+                                                int64_t window, float scale, void *stream);
+
 #ifdef __cplusplus
 }
 #endif
