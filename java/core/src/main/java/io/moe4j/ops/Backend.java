@@ -255,6 +255,26 @@ public interface Backend extends AutoCloseable {
   /** The transpose rotation (dx may be dOut). */
   void ropeBackward(Tensor dOut, Tensor positions, float theta, Tensor dx);
 
+  /**
+   * Flash attention forward: q, out [B, S, Hq, D]; k, v [B, S, Hkv, D] (Hq % Hkv == 0, GQA);
+   * lse F32 [B, Hq, S] saved for the backward. F32 | BF16.
+   */
+  void attentionForward(Tensor q, Tensor k, Tensor v, AttentionOptions options, Tensor out, Tensor lse);
+
+  /** Flash attention backward: dq like q; dk, dv like k (overwritten; GQA heads summed). */
+  void attentionBackward(
+      Tensor q, Tensor k, Tensor v, Tensor out, Tensor dOut, Tensor lse, AttentionOptions options, Tensor dq, Tensor dk,
+      Tensor dv);
+
+  /**
+   * KV-cache decode: appends kNew, vNew [B, N, Hkv, D] to kCache, vCache [B, maxSeq, Hkv, D] at
+   * lengths[b] (I32 [B]; not advanced) and attends q [B, N, Hq, D] causally to the cache (window and
+   * scale from options) into out [B, N, Hq, D]; splitK chunks the context (flash-decoding).
+   */
+  void attentionDecode(
+      Tensor q, Tensor kNew, Tensor vNew, Tensor kCache, Tensor vCache, Tensor lengths, AttentionOptions options,
+      int splitK, Tensor out);
+
   @Override
   void close();
 }

@@ -225,4 +225,38 @@ final class CpuKernels implements Kernels {
         ? CpuNative.moe4j_cpu_rope_backward(dtype, in, out, positions, tokens, heads, headDim, theta)
         : CpuNative.moe4j_cpu_rope_forward(dtype, in, out, positions, tokens, heads, headDim, theta));
   }
+
+  @Override
+  public void attentionForward(
+      int dtype, long q, long k, long v, long out, long lse, long batch, long seq, long qHeads, long kvHeads,
+      long headDim, AttentionOptions o) {
+    check(CpuNative.moe4j_cpu_attention_forward(
+        dtype, q, k, v, out, lse, batch, seq, qHeads, kvHeads, headDim, o.causal() ? 1 : 0, o.window(), o.scale()));
+  }
+
+  @Override
+  public void attentionBackward(
+      int dtype, long q, long k, long v, long out, long dOut, long lse, long dq, long dk, long dv, long batch,
+      long seq, long qHeads, long kvHeads, long headDim, AttentionOptions o) {
+    check(CpuNative.moe4j_cpu_attention_backward(
+        dtype, q, k, v, out, dOut, lse, dq, dk, dv, batch, seq, qHeads, kvHeads, headDim, o.causal() ? 1 : 0,
+        o.window(), o.scale()));
+  }
+
+  @Override
+  public long attentionDecodeWorkspaceBytes(long batch, long newTokens, long qHeads, long headDim, int splitK) {
+    long[] bytes = {0};
+    check(CpuNative.moe4j_cpu_attention_decode_workspace_bytes(batch, newTokens, qHeads, headDim, splitK, bytes));
+    return bytes[0];
+  }
+
+  @Override
+  public void attentionDecode(
+      int dtype, long q, long kNew, long vNew, long kCache, long vCache, long lengths, long out, long batch,
+      long newTokens, long maxSeq, long qHeads, long kvHeads, long headDim, long window, float scale, int splitK,
+      long workspace, long workspaceBytes) {
+    check(CpuNative.moe4j_cpu_attention_decode(
+        dtype, q, kNew, vNew, kCache, vCache, lengths, out, batch, newTokens, maxSeq, qHeads, kvHeads, headDim, window,
+        scale, splitK, workspace, workspaceBytes));
+  }
 }

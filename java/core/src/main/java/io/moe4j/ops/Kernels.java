@@ -105,4 +105,19 @@ interface Kernels {
   void routerBiasUpdate(long bias, long counts, long experts, float rate);
 
   void rope(boolean backward, int dtype, long in, long out, long positions, long tokens, long heads, long headDim, float theta);
+
+  void attentionForward(
+      int dtype, long q, long k, long v, long out, long lse, long batch, long seq, long qHeads, long kvHeads,
+      long headDim, AttentionOptions options);
+
+  void attentionBackward(
+      int dtype, long q, long k, long v, long out, long dOut, long lse, long dq, long dk, long dv, long batch,
+      long seq, long qHeads, long kvHeads, long headDim, AttentionOptions options);
+
+  long attentionDecodeWorkspaceBytes(long batch, long newTokens, long qHeads, long headDim, int splitK);
+
+  void attentionDecode(
+      int dtype, long q, long kNew, long vNew, long kCache, long vCache, long lengths, long out, long batch,
+      long newTokens, long maxSeq, long qHeads, long kvHeads, long headDim, long window, float scale, int splitK,
+      long workspace, long workspaceBytes);
 }

@@ -811,6 +811,88 @@ final class NativeBackend implements Backend {
     kernels.rope(backward, in.dtype().code(), in.address(), out.address(), positions.address(), tokens, heads, headDim, theta);
   }
 
+  /** [B, S, H, D] with the given B, S, D; returns H. */
+  private static long heads(String op, String name, Tensor t, long batch, long seq, long headDim) {
+    if (t.rank() != 4 || t.dim(0) != batch || t.dim(1) != seq || t.dim(3) != headDim)
+      throw Checks.error(op, name + " must be [" + batch + ", " + seq + ", H, " + headDim + "], got "
+          + java.util.Arrays.toString(t.shape()));
+    return t.dim(2);
+  }
+
+  @Override
+  public void attentionForward(Tensor q, Tensor k, Tensor v, AttentionOptions options, Tensor out, Tensor lse) {
+    String op = "attentionForward";
+    on(op, "q", q);
+    if (q.rank() != 4) throw Checks.error(op, "q must be [B, S, Hq, D], got " + java.util.Arrays.toString(q.shape()));
+    long b = q.dim(0), s = q.dim(1), hq = q.dim(2), d = q.dim(3);
+    on(op, "k", k);
+    long hkv = heads(op, "k", k, b, s, d);
+    on(op, "v", v);
+    shape(op, "v", v, k.shape());
+    on(op, "out", out);
+    shape(op, "out", out, q.shape());
+    for (Tensor t : new Tensor[] {k, v, out}) sameDtype(op, "k, v and out", t, "q", q);
+    vector(op, "lse", lse, DType.F32, b * hq * s);
+    kernels.attentionForward(q.dtype().code(), q.address(), k.address(), v.address(), out.address(), lse.address(),
+        b, s, hq, hkv, d, options);
+  }
+
+  @Override
+  public void attentionBackward(
+      Tensor q, Tensor k, Tensor v, Tensor out, Tensor dOut, Tensor lse, AttentionOptions options, Tensor dq, Tensor dk,
+      Tensor dv) {
+    String op = "attentionBackward";
+    on(op, "q", q);
+    if (q.rank() != 4) throw Checks.error(op, "q must be [B, S, Hq, D], got " + java.util.Arrays.toString(q.shape()));
+    long b = q.dim(0), s = q.dim(1), hq = q.dim(2), d = q.dim(3);
+    on(op, "k", k);
+    long hkv = heads(op, "k", k, b, s, d);
+    for (Object[] p : new Object[][] {{"out", out}, {"dOut", dOut}, {"dq", dq}}) {
+      on(op, (String) p[0], (Tensor) p[1]);
+      shape(op, (String) p[0], (Tensor) p[1], q.shape());
+      sameDtype(op, (String) p[0], (Tensor) p[1], "q", q);
+    }
+    for (Object[] p : new Object[][] {{"v", v}, {"dk", dk}, {"dv", dv}}) {
+      on(op, (String) p[0], (Tensor) p[1]);
+      shape(op, (String) p[0], (Tensor) p[1], k.shape());
+      sameDtype(op, (String) p[0], (Tensor) p[1], "q", q);
+    }
+    vector(op, "lse", lse, DType.F32, b * hq * s);
+    kernels.attentionBackward(q.dtype().code(), q.address(), k.address(), v.address(), out.address(), dOut.address(),
+        lse.address(), dq.address(), dk.address(), dv.address(), b, s, hq, hkv, d, options);
+  }
+
+  @Override
+  public void attentionDecode(
+      Tensor q, Tensor kNew, Tensor vNew, Tensor kCache, Tensor vCache, Tensor lengths, AttentionOptions options,
+      int splitK, Tensor out) {
+    String op = "attentionDecode";
+    on(op, "q", q);
+    if (q.rank() != 4) throw Checks.error(op, "q must be [B, N, Hq, D], got " + java.util.Arrays.toString(q.shape()));
+    long b = q.dim(0), n = q.dim(1), hq = q.dim(2), d = q.dim(3);
+    on(op, "kNew", kNew);
+    long hkv = heads(op, "kNew", kNew, b, n, d);
+    on(op, "vNew", vNew);
+    shape(op, "vNew", vNew, kNew.shape());
+    on(op, "kCache", kCache);
+    if (kCache.rank() != 4) throw Checks.error(op, "kCache must be [B, maxSeq, Hkv, D], got " + java.util.Arrays.toString(kCache.shape()));
+    long maxSeq = kCache.dim(1);
+    shape(op, "kCache", kCache, b, maxSeq, hkv, d);
+    on(op, "vCache", vCache);
+    shape(op, "vCache", vCache, kCache.shape());
+    on(op, "out", out);
+    shape(op, "out", out, q.shape());
+    for (Tensor t : new Tensor[] {kNew, vNew, kCache, vCache, out}) sameDtype(op, "k, v, caches and out", t, "q", q);
+    vector(op, "lengths", lengths, DType.I32, b);
+    long bytes = kernels.attentionDecodeWorkspaceBytes(b, n, hq, d, splitK);
+    try (Tensor workspace = empty(DType.U8, bytes)) {
+      // workspace returns to the cache while the GPU may still use it: safe, later users are on the same stream
+      kernels.attentionDecode(q.dtype().code(), q.address(), kNew.address(), vNew.address(), kCache.address(),
+          vCache.address(), lengths.address(), out.address(), b, n, maxSeq, hq, hkv, d, options.window(), options.scale(),
+          splitK, bytes == 0 ? 0 : workspace.address(), bytes);
+    }
+  }
+
   @Override
   public void close() {
     try {

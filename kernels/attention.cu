@@ -1,0 +1,291 @@
+/*
+ * Flash attention on CUDA (moe4j.h "Attention": moe4j_cuda_attention_forward / _backward), same
+ * semantics as the CPU twin native/src/cpu_attention.cpp (moe4j_cpu_attention_forward /
+ * _backward). Masks and the window rule: common/attention_tiles.h (attn_window, attn_allowed — the
+ * same MOE4J_HD helpers the twin uses, so both agree on which keys a query sees); argument rules:
+ * native/src/attention_args.h (check_attention_forward / _backward, shared with the twin).
+ *
+ * Layouts: q, out, dout, dq [B, S, Hq, D]; k, v, dk, dv [B, S, Hkv, D]; lse F32 [B, Hq, S]. GQA:
+ * query head h reads kv head h / (Hq / Hkv). Query i sees key j iff attn_allowed(i, j, causal, w)
+ * with w = attn_window(window, S).
+ *
+ * THIS FILE HOLDS ONLY THE SIMPLE REFERENCE KERNELS (one thread per output row, plain loops, f32
+ * accumulation, obviously correct, slow). The next step is the FlashAttention-2 mma.sync kernel
+ * (Q tile in registers, K/V tiles streamed through shared memory, tiles from attention_tiles.h);
+ * once it exists the launchers select it over these, and these stay reachable through
+ * moe4j_cuda_use_reference_kernels(1) to check it. Until then both settings run the *_ref kernels.
+ *
+ * Kernels:
+ *   attention_forward_ref: one thread per (b, q head h, query i). Online softmax over the visible
+ *     keys j in ascending order: s = scale * (q_i . k_j) (f32, d order); raise the running max m
+ *     (rescaling the sum l and the accumulator acc[D] by exp(m_old - m_new), softmax_math.h), then
+ *     p = exp(s - m), l += p, acc += p * v_j. out = acc / l (rounded once), lse = m + log(l).
+ *     A row with no visible key: out = 0, lse = -inf.
+ *   attention_backward_dq_ref: one thread per (b, q head h, query i). D_i = Σ_d dO·O (f32, d order);
+ *     then over the visible keys j in order: p = exp(scale * q_i.k_j − lse_i), dp = dO_i . v_j,
+ *     ds = p (dp − D_i), dq += ds * k_j; dq = scale * dq, rounded once.
+ *   attention_backward_dkv_ref: one thread per (b, kv head, key j). For the group's query heads h in
+ *     order and the queries i that see j in order: D_i recomputed inline (no scratch exists: the
+ *     same Σ_d dO·O loop as dq_ref, so both kernels use bitwise the same D_i), p, dp, ds as above;
+ *     dv += p * dO_i, dk += ds * q_i; dk = scale * dk, dv rounded once. GQA gradients are thereby
+ *     summed over the group's query heads, in head order.
+ *   Every output element is owned by one thread and summed in a fixed order: deterministic, no
+ *   atomics, no scratch memory, dq/dk/dv overwritten.
+ *
+ * Stack use: each thread keeps f32 accumulators of kAttnMaxHeadDim (256) floats in local memory —
+ * forward acc[256] (1 KiB), dq acc[256] (1 KiB), dkv dk[256] + dv[256] (2 KiB). Local memory is
+ * per-thread stack (L1/L2 cached), acceptable for a reference kernel; ptxas reports it as the stack
+ * frame, and "0 bytes spill" is checked in the build log.
+ *
+ * Numerics vs the CPU twin: the same f32 formulas, but the twin sums tile-wise (its online softmax
+ * rescales per 64-key tile, the kernel per key) so results agree to f32 rounding, not bitwise.
+ *
+ * Limits: B * Hq * S and B * Hkv * S < 2^31 threads (checked in the launchers).
+ */
+#include <math.h>
+#include <stdint.h>
+
+#include "attention_args.h"
+#include "attention_tiles.h"
+#include "cuda_check.cuh"
+#include "numerics.h"
+#include "softmax_math.h"
+
+namespace moe4j {
+
+namespace {
+
+constexpr int kAttnRefThreads = 128;
+constexpr int kMaxD = (int)kAttnMaxHeadDim;
+
+/* Element (b, t, h, 0) of a [B, S, H, D] tensor. */
+__device__ __forceinline__ int64_t row_offset(int64_t b, int64_t t, int64_t h, int64_t seq,
+                                              int64_t heads, int D) {
+  return ((b * seq + t) * heads + h) * (int64_t)D;
+}
+
+/* f32 dot product of two rows of D elements, summed in d order. */
+template <typename T>
+__device__ __forceinline__ float row_dot(const T *a, const T *b, int D) {
+  float acc = 0.0f;
+  for (int d = 0; d < D; d++) acc += to_f32(a[d]) * to_f32(b[d]);
+  return acc;
+}
+
+/* ---- forward ------------------------------------------------------------------------------ */
+
+/* thread r = (b * Hq + h) * S + i (the lse index). */
+template <typename T>
+__global__ void __launch_bounds__(kAttnRefThreads)
+attention_forward_ref(const T *q, const T *k, const T *v, T *out, float *lse, int64_t batch,
+                      int64_t seq, int q_heads, int kv_heads, int D, bool causal, int64_t w,
+                      float scale) {
+  const int64_t r = blockIdx.x * (int64_t)blockDim.x + threadIdx.x;
+  if (r >= batch * q_heads * seq) return;
+  const int64_t i = r % seq, bh = r / seq;
+  const int64_t h = bh % q_heads, b = bh / q_heads;
+  const int64_t kvh = h / (q_heads / kv_heads);
+  const T *qr = q + row_offset(b, i, h, seq, q_heads, D);
+  float acc[kMaxD];
+  for (int d = 0; d < D; d++) acc[d] = 0.0f;
+  SoftmaxStats st = softmax_stats_empty();
+  for (int64_t j = 0; j < seq; j++) {
+    if (!attn_allowed(i, j, causal, w)) continue;
+    const int64_t kvo = row_offset(b, j, kvh, seq, kv_heads, D);
+    const float s = scale * row_dot(qr, k + kvo, D);
+    const float m = fmaxf(st.max, s);
+    const float alpha = softmax_rescale(st.max, m);
+    st.sum *= alpha;
+    st.max = m;
+    const float p = softmax_exp(s, m);
+    st.sum += p;
+    const T *vr = v + kvo;
+    for (int d = 0; d < D; d++) acc[d] = acc[d] * alpha + p * to_f32(vr[d]);
+  }
+  T *orow = out + row_offset(b, i, h, seq, q_heads, D);
+  if (st.sum == 0.0f) { /* no visible key */
+    for (int d = 0; d < D; d++) orow[d] = from_f32<T>(0.0f);
+    lse[r] = -INFINITY;
+  } else {
+    for (int d = 0; d < D; d++) orow[d] = from_f32<T>(acc[d] / st.sum);
+    lse[r] = softmax_lse(st);
+  }
+}
+
+/* ---- backward ----------------------------------------------------------------------------- */
+
+/* P = exp(scale * q.k - lse) of a visible (i, j); 0 for a row with no key (lse = -inf). */
+__device__ __forceinline__ float recompute_p(float qk, float scale, float l) {
+  return l == -INFINITY ? 0.0f : expf(scale * qk - l);
+}
+
+/* thread r = (b * Hq + h) * S + i. */
+template <typename T>
+__global__ void __launch_bounds__(kAttnRefThreads)
+attention_backward_dq_ref(const T *q, const T *k, const T *v, const T *out, const T *dout,
+                          const float *lse, T *dq, int64_t batch, int64_t seq, int q_heads,
+                          int kv_heads, int D, bool causal, int64_t w, float scale) {
+  const int64_t r = blockIdx.x * (int64_t)blockDim.x + threadIdx.x;
+  if (r >= batch * q_heads * seq) return;
+  const int64_t i = r % seq, bh = r / seq;
+  const int64_t h = bh % q_heads, b = bh / q_heads;
+  const int64_t kvh = h / (q_heads / kv_heads);
+  const int64_t qo = row_offset(b, i, h, seq, q_heads, D);
+  const T *qr = q + qo, *gr = dout + qo;
+  const float di = row_dot(gr, out + qo, D); /* Σ_d dO·O, d order */
+  const float l = lse[r];
+  float acc[kMaxD];
+  for (int d = 0; d < D; d++) acc[d] = 0.0f;
+  for (int64_t j = 0; j < seq; j++) {
+    if (!attn_allowed(i, j, causal, w)) continue;
+    const int64_t kvo = row_offset(b, j, kvh, seq, kv_heads, D);
+    const T *kr = k + kvo;
+    const float p = recompute_p(row_dot(qr, kr, D), scale, l);
+    const float dp = row_dot(gr, v + kvo, D);
+    const float ds = p * (dp - di);
+    for (int d = 0; d < D; d++) acc[d] += ds * to_f32(kr[d]);
+  }
+  T *o = dq + qo;
+  for (int d = 0; d < D; d++) o[d] = from_f32<T>(acc[d] * scale);
+}
+
+/* thread r = (b * Hkv + kvh) * S + j. */
+template <typename T>
+__global__ void __launch_bounds__(kAttnRefThreads)
+attention_backward_dkv_ref(const T *q, const T *k, const T *v, const T *out, const T *dout,
+                           const float *lse, T *dk, T *dv, int64_t batch, int64_t seq,
+                           int q_heads, int kv_heads, int D, bool causal, int64_t w,
+                           float scale) {
+  const int64_t r = blockIdx.x * (int64_t)blockDim.x + threadIdx.x;
+  if (r >= batch * kv_heads * seq) return;
+  const int64_t j = r % seq, bk = r / seq;
+  const int64_t kvh = bk % kv_heads, b = bk / kv_heads;
+  const int64_t group = q_heads / kv_heads;
+  const int64_t kvo = row_offset(b, j, kvh, seq, kv_heads, D);
+  const T *kr = k + kvo, *vr = v + kvo;
+  float dka[kMaxD], dva[kMaxD];
+  for (int d = 0; d < D; d++) dka[d] = dva[d] = 0.0f;
+  for (int64_t g = 0; g < group; g++) {
+    const int64_t h = kvh * group + g;
+    const float *lse_h = lse + (b * q_heads + h) * seq;
+    for (int64_t i = 0; i < seq; i++) {
+      if (!attn_allowed(i, j, causal, w)) continue;
+      const int64_t qo = row_offset(b, i, h, seq, q_heads, D);
+      const T *qr = q + qo, *gr = dout + qo;
+      const float di = row_dot(gr, out + qo, D); /* recomputed inline, same order as dq_ref */
+      const float p = recompute_p(row_dot(qr, kr, D), scale, lse_h[i]);
+      const float dp = row_dot(gr, vr, D);
+      const float ds = p * (dp - di);
+      for (int d = 0; d < D; d++) {
+        dva[d] += p * to_f32(gr[d]);
+        dka[d] += ds * to_f32(qr[d]);
+      }
+    }
+  }
+  T *ko = dk + kvo, *vo = dv + kvo;
+  for (int d = 0; d < D; d++) {
+    ko[d] = from_f32<T>(dka[d] * scale);
+    vo[d] = from_f32<T>(dva[d]);
+  }
+}
+
+/* ---- launchers ---------------------------------------------------------------------------- */
+
+template <typename T>
+int32_t forward_launch(const char *fn, const T *q, const T *k, const T *v, T *out, float *lse,
+                       int64_t batch, int64_t seq, int64_t q_heads, int64_t kv_heads,
+                       int64_t head_dim, bool causal, int64_t w, float scale, cudaStream_t st) {
+  /* reference_kernels_enabled() picks between this and the FA2 kernel once that exists */
+  const int64_t rows = batch * q_heads * seq;
+  attention_forward_ref<T><<<blocks_for(rows, kAttnRefThreads, INT32_MAX), kAttnRefThreads, 0,
+                             st>>>(q, k, v, out, lse, batch, seq, (int)q_heads, (int)kv_heads,
+                                   (int)head_dim, causal, w, scale);
+  return check_launch(fn, "attention_forward_ref");
+}
+
+template <typename T>
+int32_t backward_launch(const char *fn, const T *q, const T *k, const T *v, const T *out,
+                        const T *dout, const float *lse, T *dq, T *dk, T *dv, int64_t batch,
+                        int64_t seq, int64_t q_heads, int64_t kv_heads, int64_t head_dim,
+                        bool causal, int64_t w, float scale, cudaStream_t st) {
+  const int64_t q_rows = batch * q_heads * seq, kv_rows = batch * kv_heads * seq;
+  attention_backward_dq_ref<T><<<blocks_for(q_rows, kAttnRefThreads, INT32_MAX), kAttnRefThreads,
+                                 0, st>>>(q, k, v, out, dout, lse, dq, batch, seq, (int)q_heads,
+                                          (int)kv_heads, (int)head_dim, causal, w, scale);
+  int32_t s = check_launch(fn, "attention_backward_dq_ref");
+  if (s != MOE4J_OK) return s;
+  attention_backward_dkv_ref<T><<<blocks_for(kv_rows, kAttnRefThreads, INT32_MAX),
+                                  kAttnRefThreads, 0, st>>>(q, k, v, out, dout, lse, dk, dv,
+                                                            batch, seq, (int)q_heads,
+                                                            (int)kv_heads, (int)head_dim, causal,
+                                                            w, scale);
+  return check_launch(fn, "attention_backward_dkv_ref");
+}
+
+/* The grid of the reference kernels: one thread per (b, head, position), < 2^31 blocks * 128. */
+void check_ref_grid(ArgCheck &chk, int64_t batch, int64_t seq, int64_t q_heads) {
+  const int64_t rows = batch * seq * q_heads; /* fits: checked by the shared rules */
+  chk.require(rows <= (int64_t)INT32_MAX, "grid too large: batch * seq * q_heads = %lld > %lld",
+              (long long)rows, (long long)INT32_MAX);
+}
+
+}  // namespace
+
+}  // namespace moe4j
+
+using namespace moe4j;
+
+extern "C" {
+
+int32_t moe4j_cuda_attention_forward(int32_t dtype, const void *q, const void *k, const void *v,
+                                     void *out, float *lse, int64_t batch, int64_t seq,
+                                     int64_t q_heads, int64_t kv_heads, int64_t head_dim,
+                                     int32_t causal, int64_t window, float scale, void *stream) {
+  const char *fn = "moe4j_cuda_attention_forward";
+  ArgCheck chk(fn);
+  check_attention_forward(chk, dtype, q, k, v, out, lse, batch, seq, q_heads, kv_heads, head_dim,
+                          causal, window, scale);
+  if (chk.failed()) return chk.status();
+  if (batch * seq == 0) return MOE4J_OK;
+  check_ref_grid(chk, batch, seq, q_heads);
+  if (chk.failed()) return chk.status();
+  const bool c = causal != 0;
+  const int64_t w = attn_window(window, seq);
+  cudaStream_t st = as_stream(stream);
+  if (dtype == MOE4J_DTYPE_BF16)
+    return forward_launch<bf16_t>(fn, (const bf16_t *)q, (const bf16_t *)k, (const bf16_t *)v,
+                                  (bf16_t *)out, lse, batch, seq, q_heads, kv_heads, head_dim, c,
+                                  w, scale, st);
+  return forward_launch<float>(fn, (const float *)q, (const float *)k, (const float *)v,
+                               (float *)out, lse, batch, seq, q_heads, kv_heads, head_dim, c, w,
+                               scale, st);
+}
+
+int32_t moe4j_cuda_attention_backward(int32_t dtype, const void *q, const void *k, const void *v,
+                                      const void *out, const void *dout, const float *lse,
+                                      void *dq, void *dk, void *dv, int64_t batch, int64_t seq,
+                                      int64_t q_heads, int64_t kv_heads, int64_t head_dim,
+                                      int32_t causal, int64_t window, float scale, void *stream) {
+  const char *fn = "moe4j_cuda_attention_backward";
+  ArgCheck chk(fn);
+  check_attention_backward(chk, dtype, q, k, v, out, dout, lse, dq, dk, dv, batch, seq, q_heads,
+                           kv_heads, head_dim, causal, window, scale);
+  if (chk.failed()) return chk.status();
+  if (batch * seq == 0) return MOE4J_OK;
+  check_ref_grid(chk, batch, seq, q_heads); /* kv_heads <= q_heads: covers the dk/dv grid too */
+  if (chk.failed()) return chk.status();
+  const bool c = causal != 0;
+  const int64_t w = attn_window(window, seq);
+  cudaStream_t st = as_stream(stream);
+  if (dtype == MOE4J_DTYPE_BF16)
+    return backward_launch<bf16_t>(fn, (const bf16_t *)q, (const bf16_t *)k, (const bf16_t *)v,
+                                   (const bf16_t *)out, (const bf16_t *)dout, lse, (bf16_t *)dq,
+                                   (bf16_t *)dk, (bf16_t *)dv, batch, seq, q_heads, kv_heads,
+                                   head_dim, c, w, scale, st);
+  return backward_launch<float>(fn, (const float *)q, (const float *)k, (const float *)v,
+                                (const float *)out, (const float *)dout, lse, (float *)dq,
+                                (float *)dk, (float *)dv, batch, seq, q_heads, kv_heads, head_dim,
+                                c, w, scale, st);
+}
+
+}  // extern "C"

@@ -1,0 +1,181 @@
+/* CUDA flash attention (moe4j_cuda_attention_forward / _backward; for now the *_ref kernels of
+ * kernels/attention.cu) against the CPU twin moe4j_cpu_attention_forward / _backward on the same
+ * inputs: batch 2, S 1/7/65 (65 crosses the twin's 64-row tile), Hq == Hkv (2/2) and GQA (6/2,
+ * 4/1), causal and not, window 0 and 5, head_dim 6/64/128, F32 and BF16. The backward of both
+ * twins reads the same out / lse (the CPU forward's), so only the backward itself is compared.
+ * Outputs are pre-filled with NaN (every element must be overwritten); each CUDA call is run twice
+ * and must be bitwise identical (deterministic: no atomics, fixed orders), with the reference
+ * switch on and off (both run the *_ref kernels until the FA2 kernel exists).
+ *
+ * Tolerance. Both twins compute the same f32 formulas on the same (exactly representable) inputs;
+ * only the summation order differs (the twin's online softmax rescales once per 64-key tile, the
+ * kernel per key; the twin sums P V / dS K tile-wise). Each output is a short f32 sum (<= 65 keys
+ * x 3 heads, D <= 128 terms per dot product) of terms of size <= max|ref|, so the difference is a
+ * few f32 ulps of the largest terms: ~1e-6 relative to the tensor's largest element typically,
+ * bounded here by 1e-5 * |ref| + 3e-5 * max|ref| (the max term absorbs cancellation in
+ * ds = p (dp - D_i), where an element can be much smaller than the terms that formed it; a wrong
+ * key, mask or head moves outputs by ~1e-1 of max|ref|). lse: 1e-5 * (1 + |ref|). BF16: inputs are
+ * the same bf16 values on both sides and the outputs are rounded once, so the f32 results (within
+ * the f32 bound) may round to neighbouring bf16 values: one bf16 ulp, <= 2^-7 |ref|, plus the f32
+ * bound before rounding.
+ */
+#include <math.h>
+#include <string.h>
+
+#include "gpu_test.h"
+#include "numerics.h"
+
+using namespace moe4j;
+
+namespace {
+
+template <typename S> float val(S s);
+template <> float val<float>(float s) { return s; }
+template <> float val<uint16_t>(uint16_t s) { return bf16_bits_to_f32(s); }
+template <typename S> S enc(float f);
+template <> float enc<float>(float f) { return f; }
+template <> uint16_t enc<uint16_t>(float f) { return f32_to_bf16_bits(f); }
+template <typename S> int32_t dtype_of() { return sizeof(S) == 4 ? MOE4J_DTYPE_F32 : MOE4J_DTYPE_BF16; }
+
+template <typename S>
+std::vector<S> encode(const std::vector<float> &v) {
+  std::vector<S> out(v.size());
+  for (size_t i = 0; i < v.size(); i++) out[i] = enc<S>(v[i]);
+  return out;
+}
+
+template <typename S>
+std::vector<S> nan_filled(size_t n) {
+  return std::vector<S>(n, enc<S>(NAN));
+}
+
+struct Case {
+  int64_t batch, seq, hq, hkv, d;
+  int32_t causal;
+  int64_t window;
+};
+
+/* |gpu - cpu| <= rel * |cpu| + norm * max|cpu| (+ one bf16 ulp, 2^-7 |cpu|, for BF16). */
+template <typename S>
+bool close(const char *what, const Case &c, const std::vector<S> &gpu, const std::vector<S> &cpu) {
+  CHECK(gpu.size() == cpu.size());
+  double mx = 0;
+  for (S x : cpu) mx = fmax(mx, fabs((double)val(x)));
+  const double rel = 1e-5 + (sizeof(S) == 2 ? 1.0 / 128 : 0.0), norm = 3e-5;
+  for (size_t i = 0; i < cpu.size(); i++) {
+    const double a = val(gpu[i]), b = val(cpu[i]);
+    if (!(fabs(a - b) <= rel * fabs(b) + norm * mx)) {
+      char msg[320];
+      snprintf(msg, sizeof msg,
+               "%s[%zu] = %.9g, cpu %.9g (max %.3g) B%lld S%lld Hq%lld Hkv%lld D%lld causal %d "
+               "window %lld %s",
+               what, i, a, b, mx, (long long)c.batch, (long long)c.seq, (long long)c.hq,
+               (long long)c.hkv, (long long)c.d, c.causal, (long long)c.window,
+               sizeof(S) == 2 ? "bf16" : "f32");
+      check::report(__FILE__, __LINE__, msg);
+      return false;
+    }
+  }
+  return true;
+}
+
+template <typename S>
+bool same_bits(const std::vector<S> &a, const std::vector<S> &b) {
+  return a.size() == b.size() && (a.empty() || memcmp(a.data(), b.data(), a.size() * sizeof(S)) == 0);
+}
+
+template <typename S>
+void run_case(const Case &c, uint64_t seed) {
+  const int32_t dt = dtype_of<S>();
+  const size_t nq = c.batch * c.seq * c.hq * c.d, nkv = c.batch * c.seq * c.hkv * c.d;
+  const size_t nl = c.batch * c.hq * c.seq;
+  const float scale = 1.0f / sqrtf((float)c.d);
+  const std::vector<S> q = encode<S>(check::randn(nq, seed)), k = encode<S>(check::randn(nkv, seed + 1)),
+                       v = encode<S>(check::randn(nkv, seed + 2)),
+                       dout = encode<S>(check::randn(nq, seed + 3));
+
+  /* CPU twin: forward, then backward from its own out / lse */
+  std::vector<S> out_c = nan_filled<S>(nq);
+  std::vector<float> lse_c(nl, NAN);
+  CHECK_STATUS(moe4j_cpu_attention_forward(dt, q.data(), k.data(), v.data(), out_c.data(),
+                                           lse_c.data(), c.batch, c.seq, c.hq, c.hkv, c.d,
+                                           c.causal, c.window, scale), MOE4J_OK);
+  std::vector<S> dq_c = nan_filled<S>(nq), dk_c = nan_filled<S>(nkv), dv_c = nan_filled<S>(nkv);
+  CHECK_STATUS(moe4j_cpu_attention_backward(dt, q.data(), k.data(), v.data(), out_c.data(),
+                                            dout.data(), lse_c.data(), dq_c.data(), dk_c.data(),
+                                            dv_c.data(), c.batch, c.seq, c.hq, c.hkv, c.d,
+                                            c.causal, c.window, scale), MOE4J_OK);
+
+  gpu::DeviceBuffer<S> gq(q), gk(k), gv(v), gdout(dout), gout_in(out_c);
+  gpu::DeviceBuffer<float> glse_in(lse_c);
+  std::vector<S> first_out, first_dq, first_dk, first_dv;
+  std::vector<float> first_lse;
+  for (int run = 0; run < 2; run++) {
+    CHECK_STATUS(moe4j_cuda_use_reference_kernels(run), MOE4J_OK);
+    gpu::DeviceBuffer<S> gout(nan_filled<S>(nq));
+    gpu::DeviceBuffer<float> glse(std::vector<float>(nl, NAN));
+    CHECK_STATUS(moe4j_cuda_attention_forward(dt, gq.ptr, gk.ptr, gv.ptr, gout.ptr, glse.ptr,
+                                              c.batch, c.seq, c.hq, c.hkv, c.d, c.causal,
+                                              c.window, scale, nullptr), MOE4J_OK);
+    gpu::DeviceBuffer<S> gdq(nan_filled<S>(nq)), gdk(nan_filled<S>(nkv)), gdv(nan_filled<S>(nkv));
+    CHECK_STATUS(moe4j_cuda_attention_backward(dt, gq.ptr, gk.ptr, gv.ptr, gout_in.ptr, gdout.ptr,
+                                               glse_in.ptr, gdq.ptr, gdk.ptr, gdv.ptr, c.batch,
+                                               c.seq, c.hq, c.hkv, c.d, c.causal, c.window, scale,
+                                               nullptr), MOE4J_OK);
+    gpu::sync();
+    const std::vector<S> out = gout.download(), dq = gdq.download(), dk = gdk.download(),
+                         dv = gdv.download();
+    const std::vector<float> lse = glse.download();
+    if (run == 0) {
+      close("out", c, out, out_c);
+      close("dq", c, dq, dq_c);
+      close("dk", c, dk, dk_c);
+      close("dv", c, dv, dv_c);
+      for (size_t i = 0; i < nl; i++) {
+        if (!(fabsf(lse[i] - lse_c[i]) <= 1e-5f * (1.0f + fabsf(lse_c[i])))) {
+          char msg[160];
+          snprintf(msg, sizeof msg, "lse[%zu] = %.9g, cpu %.9g (S%lld D%lld)", i, lse[i],
+                   lse_c[i], (long long)c.seq, (long long)c.d);
+          check::report(__FILE__, __LINE__, msg);
+          break;
+        }
+      }
+      first_out = out, first_dq = dq, first_dk = dk, first_dv = dv, first_lse = lse;
+    } else { /* determinism: bitwise identical on the second run */
+      CHECK(same_bits(out, first_out));
+      CHECK(same_bits(lse, first_lse));
+      CHECK(same_bits(dq, first_dq));
+      CHECK(same_bits(dk, first_dk));
+      CHECK(same_bits(dv, first_dv));
+    }
+  }
+  CHECK_STATUS(moe4j_cuda_use_reference_kernels(0), MOE4J_OK);
+}
+
+}  // namespace
+
+TEST_CASE(attention_matches_cpu_twin) {
+  const int64_t seqs[] = {1, 7, 65}, dims[] = {6, 64, 128}, windows[] = {0, 5};
+  const int64_t heads[][2] = {{2, 2}, {6, 2}, {4, 1}};
+  uint64_t seed = 1000;
+  for (int64_t s : seqs)
+    for (auto &hh : heads)
+      for (int32_t causal = 0; causal < 2; causal++)
+        for (int64_t w : windows)
+          for (int64_t d : dims) {
+            const Case c{2, s, hh[0], hh[1], d, causal, w};
+            run_case<float>(c, seed);
+            run_case<uint16_t>(c, seed);
+            seed += 10;
+          }
+}
+
+TEST_CASE(attention_empty_is_noop) {
+  CHECK_STATUS(moe4j_cuda_attention_forward(MOE4J_DTYPE_F32, nullptr, nullptr, nullptr, nullptr,
+                                            nullptr, 0, 5, 2, 2, 8, 1, 0, 0.5f, nullptr), MOE4J_OK);
+  CHECK_STATUS(moe4j_cuda_attention_backward(MOE4J_DTYPE_BF16, nullptr, nullptr, nullptr, nullptr,
+                                             nullptr, nullptr, nullptr, nullptr, nullptr, 3, 0, 2,
+                                             1, 8, 0, 0, 0.5f, nullptr), MOE4J_OK);
+}
+
+GPU_TEST_MAIN("gpu_attention")
