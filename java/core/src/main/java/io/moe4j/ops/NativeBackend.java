@@ -52,6 +52,13 @@ final class NativeBackend implements Backend {
     onDevice(op, device(), argument, t);
   }
 
+  /** t is on this device with the shape and dtype of ref. */
+  private void like(String op, String argument, Tensor t, String refName, Tensor ref) {
+    on(op, argument, t);
+    shape(op, argument, t, ref.shape());
+    sameDtype(op, argument, t, refName, ref);
+  }
+
   /** t is on this device, has dtype dt and n elements (any shape). */
   private void vector(String op, String argument, Tensor t, DType dt, long n) {
     on(op, argument, t);
@@ -226,9 +233,7 @@ final class NativeBackend implements Backend {
     on(op, "weight", weight);
     shape(op, "weight", weight, cols);
     sameDtype(op, "weight", weight, "x", x);
-    on(op, "y", y);
-    shape(op, "y", y, x.shape());
-    sameDtype(op, "y", y, "x", x);
+    like(op, "y", y, "x", x);
     if (rstd != null) vector(op, "rstd", rstd, DType.F32, rows);
     kernels.rmsNormForward(x.dtype().code(), x.address(), weight.address(), y.address(), addr(rstd), rows, cols, eps);
   }
@@ -241,16 +246,12 @@ final class NativeBackend implements Backend {
     rankAtLeast(op, "x", x, 1);
     long cols = x.dim(-1);
     long rows = rows(x);
-    on(op, "dy", dy);
-    shape(op, "dy", dy, x.shape());
-    sameDtype(op, "dy", dy, "x", x);
+    like(op, "dy", dy, "x", x);
     on(op, "weight", weight);
     shape(op, "weight", weight, cols);
     sameDtype(op, "weight", weight, "x", x);
     vector(op, "rstd", rstd, DType.F32, rows);
-    on(op, "dx", dx);
-    shape(op, "dx", dx, x.shape());
-    sameDtype(op, "dx", dx, "x", x);
+    like(op, "dx", dx, "x", x);
     on(op, "dWeight", dWeight);
     dtype(op, "dWeight", dWeight, DType.F32);
     shape(op, "dWeight", dWeight, cols);
@@ -266,12 +267,8 @@ final class NativeBackend implements Backend {
     String op = "swigluForward";
     on(op, "gate", gate);
     rankAtLeast(op, "gate", gate, 1);
-    on(op, "up", up);
-    shape(op, "up", up, gate.shape());
-    sameDtype(op, "up", up, "gate", gate);
-    on(op, "out", out);
-    shape(op, "out", out, gate.shape());
-    sameDtype(op, "out", out, "gate", gate);
+    like(op, "up", up, "gate", gate);
+    like(op, "out", out, "gate", gate);
     long cols = gate.dim(-1);
     kernels.swigluForward(gate.dtype().code(), gate.address(), up.address(), out.address(), rows(gate), cols, cols);
   }
@@ -281,12 +278,10 @@ final class NativeBackend implements Backend {
     String op = "swigluBackward";
     on(op, "gate", gate);
     rankAtLeast(op, "gate", gate, 1);
-    for (Object[] pair : new Object[][] {{"up", up}, {"dOut", dOut}, {"dGate", dGate}, {"dUp", dUp}}) {
-      Tensor t = (Tensor) pair[1];
-      on(op, (String) pair[0], t);
-      shape(op, (String) pair[0], t, gate.shape());
-      sameDtype(op, (String) pair[0], t, "gate", gate);
-    }
+    like(op, "up", up, "gate", gate);
+    like(op, "dOut", dOut, "gate", gate);
+    like(op, "dGate", dGate, "gate", gate);
+    like(op, "dUp", dUp, "gate", gate);
     long cols = gate.dim(-1);
     kernels.swigluBackward(
         gate.dtype().code(), gate.address(), up.address(), dOut.address(), dGate.address(), dUp.address(),
@@ -316,9 +311,7 @@ final class NativeBackend implements Backend {
     on(op, "dOut", dOut);
     numel(op, "dOut", dOut, rows(gateUp) * cols);
     sameDtype(op, "dOut", dOut, "gateUp", gateUp);
-    on(op, "dGateUp", dGateUp);
-    shape(op, "dGateUp", dGateUp, gateUp.shape());
-    sameDtype(op, "dGateUp", dGateUp, "gateUp", gateUp);
+    like(op, "dGateUp", dGateUp, "gateUp", gateUp);
     long half = cols * gateUp.dtype().size();
     kernels.swigluBackward(
         gateUp.dtype().code(), gateUp.address(), gateUp.address() + half, dOut.address(), dGateUp.address(),
@@ -388,9 +381,7 @@ final class NativeBackend implements Backend {
     long rows = rows(logits);
     vector(op, "targets", targets, DType.I32, rows);
     vector(op, "logSumExp", logSumExp, DType.F32, rows);
-    on(op, "dLogits", dLogits);
-    shape(op, "dLogits", dLogits, logits.shape());
-    sameDtype(op, "dLogits", dLogits, "logits", logits);
+    like(op, "dLogits", dLogits, "logits", logits);
     kernels.crossEntropyBackward(
         logits.dtype().code(), logits.address(), targets.address(), logSumExp.address(), dLogits.address(), rows,
         logits.dim(-1), ignoreIndex, gradScale);
@@ -805,9 +796,7 @@ final class NativeBackend implements Backend {
     long heads = in.dim(-2), headDim = in.dim(-1);
     long tokens = heads * headDim == 0 ? 0 : in.numel() / (heads * headDim);
     vector(op, "positions", positions, DType.I32, tokens);
-    on(op, "output", out);
-    shape(op, "output", out, in.shape());
-    sameDtype(op, "output", out, "input", in);
+    like(op, "output", out, "input", in);
     kernels.rope(backward, in.dtype().code(), in.address(), out.address(), positions.address(), tokens, heads, headDim, theta);
   }
 
@@ -847,16 +836,13 @@ final class NativeBackend implements Backend {
     long b = q.dim(0), s = q.dim(1), hq = q.dim(2), d = q.dim(3);
     on(op, "k", k);
     long hkv = heads(op, "k", k, b, s, d);
-    for (Object[] p : new Object[][] {{"out", out}, {"dOut", dOut}, {"dq", dq}}) {
-      on(op, (String) p[0], (Tensor) p[1]);
-      shape(op, (String) p[0], (Tensor) p[1], q.shape());
-      sameDtype(op, (String) p[0], (Tensor) p[1], "q", q);
-    }
-    for (Object[] p : new Object[][] {{"v", v}, {"dk", dk}, {"dv", dv}}) {
-      on(op, (String) p[0], (Tensor) p[1]);
-      shape(op, (String) p[0], (Tensor) p[1], k.shape());
-      sameDtype(op, (String) p[0], (Tensor) p[1], "q", q);
-    }
+    like(op, "out", out, "q", q);
+    like(op, "dOut", dOut, "q", q);
+    like(op, "dq", dq, "q", q);
+    sameDtype(op, "k", k, "q", q);
+    like(op, "v", v, "k", k);
+    like(op, "dk", dk, "k", k);
+    like(op, "dv", dv, "k", k);
     vector(op, "lse", lse, DType.F32, b * hq * s);
     kernels.attentionBackward(q.dtype().code(), q.address(), k.address(), v.address(), out.address(), dOut.address(),
         lse.address(), dq.address(), dk.address(), dv.address(), b, s, hq, hkv, d, options);
