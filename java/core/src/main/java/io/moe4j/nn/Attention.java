@@ -1,0 +1,146 @@
+package io.moe4j.nn;
+
+import io.moe4j.ops.AttentionOptions;
+import io.moe4j.ops.Backend;
+import io.moe4j.tensor.DType;
+import io.moe4j.tensor.Scope;
+import io.moe4j.tensor.Tensor;
+import java.util.ArrayList;
+import java.util.List;
+
+/**
+ * Causal GQA self-attention: q, k, v projections, optional RMSNorm of q and k (per head as in
+ * Qwen3-MoE, or over the whole projection as in OLMoE), RoPE (rotate-half), flash attention, output
+ * projection. Rows are tokens of a [B, S] batch in row-major order, so [T, H·D] is [B, S, H, D].
+ */
+final class Attention {
+
+  private final Backend backend;
+  private final ModelConfig config;
+  private final Linear q;
+  private final Linear k;
+  private final Linear v;
+  private final Linear o;
+  private final RmsNorm qNorm; // null without q/k norm
+  private final RmsNorm kNorm;
+  private final OpTimer timer;
+
+  // saved for backward
+  private Tensor savedX;
+  private Tensor qRaw;
+  private Tensor kRaw;
+  private Tensor qRot;
+  private Tensor kRot;
+  private Tensor vOut;
+  private Tensor attnOut;
+  private Tensor lse;
+  private Tensor positions;
+  private int batch;
+  private int seq;
+
+  Attention(Backend backend, ModelConfig config, String prefix, long seed, OpTimer timer) {
+    this.backend = backend;
+    this.config = config;
+    this.timer = timer;
+    long h = config.hiddenSize();
+    long qWidth = (long) config.numHeads() * config.headDim();
+    long kvWidth = (long) config.numKvHeads() * config.headDim();
+    float std = config.initializerRange();
+    q = new Linear(backend, Init.normal(backend, prefix + "q_proj.weight", seed, std, qWidth, h));
+    k = new Linear(backend, Init.normal(backend, prefix + "k_proj.weight", seed, std, kvWidth, h));
+    v = new Linear(backend, Init.normal(backend, prefix + "v_proj.weight", seed, std, kvWidth, h));
+    o = new Linear(backend, Init.normal(backend, prefix + "o_proj.weight", seed, std, h, qWidth));
+    switch (config.qkNorm()) {
+      case PER_HEAD -> {
+        qNorm = new RmsNorm(backend, Init.ones(backend, prefix + "q_norm.weight", config.headDim()), config.rmsNormEps());
+        kNorm = new RmsNorm(backend, Init.ones(backend, prefix + "k_norm.weight", config.headDim()), config.rmsNormEps());
+      }
+      case WHOLE -> {
+        qNorm = new RmsNorm(backend, Init.ones(backend, prefix + "q_norm.weight", qWidth), config.rmsNormEps());
+        kNorm = new RmsNorm(backend, Init.ones(backend, prefix + "k_norm.weight", kvWidth), config.rmsNormEps());
+      }
+      default -> {
+        qNorm = null;
+        kNorm = null;
+      }
+    }
+  }
+
+  List<Parameter> parameters() {
+    List<Parameter> list = new ArrayList<>(List.of(q.weight(), k.weight(), v.weight(), o.weight()));
+    if (qNorm != null) {
+      list.add(qNorm.weight());
+      list.add(kNorm.weight());
+    }
+    return list;
+  }
+
+  private AttentionOptions options() {
+    return AttentionOptions.causal(config.headDim());
+  }
+
+  /** y [T, hidden] = attention(x [T, hidden]) for T = batch·seq tokens. */
+  Tensor forward(Tensor x, int batch, int seq, Tensor positions, Scope saved) {
+    this.batch = batch;
+    this.seq = seq;
+    this.savedX = x;
+    this.positions = positions;
+    long tokens = (long) batch * seq;
+    int hq = config.numHeads();
+    int hkv = config.numKvHeads();
+    int d = config.headDim();
+    qRaw = saved.add(backend.empty(DType.F32, tokens, (long) hq * d));
+    kRaw = saved.add(backend.empty(DType.F32, tokens, (long) hkv * d));
+    vOut = saved.add(backend.empty(DType.F32, tokens, (long) hkv * d));
+    q.forward(x, qRaw);
+    k.forward(x, kRaw);
+    v.forward(x, vOut);
+    Tensor qIn = qNorm == null ? qRaw : qNorm.forward(qRaw, saved);
+    Tensor kIn = kNorm == null ? kRaw : kNorm.forward(kRaw, saved);
+    qRot = saved.add(backend.empty(DType.F32, batch, seq, hq, d));
+    kRot = saved.add(backend.empty(DType.F32, batch, seq, hkv, d));
+    backend.ropeForward(qIn.reshape(tokens, hq, d), positions, config.ropeTheta(), qRot.reshape(tokens, hq, d));
+    backend.ropeForward(kIn.reshape(tokens, hkv, d), positions, config.ropeTheta(), kRot.reshape(tokens, hkv, d));
+    attnOut = saved.add(backend.empty(DType.F32, batch, seq, hq, d));
+    lse = saved.add(backend.empty(DType.F32, batch, hq, seq));
+    long t0 = timer.start();
+    backend.attentionForward(qRot, kRot, vOut.reshape(batch, seq, hkv, d), options(), attnOut, lse);
+    timer.stop(OpTimer.Family.ATTENTION, t0);
+    Tensor y = saved.add(backend.empty(DType.F32, tokens, config.hiddenSize()));
+    o.forward(attnOut.reshape(tokens, (long) hq * d), y);
+    return y;
+  }
+
+  /** dx (overwritten) from dy [T, hidden]; parameter gradients accumulated. */
+  void backward(Tensor dy, Tensor dx) {
+    long tokens = (long) batch * seq;
+    int hq = config.numHeads();
+    int hkv = config.numKvHeads();
+    int d = config.headDim();
+    try (Scope tmp = new Scope()) {
+      Tensor dAttn = tmp.add(backend.empty(DType.F32, tokens, (long) hq * d));
+      o.backward(dy, attnOut.reshape(tokens, (long) hq * d), dAttn, false);
+      Tensor dq = tmp.add(backend.empty(DType.F32, tokens, (long) hq * d));
+      Tensor dk = tmp.add(backend.empty(DType.F32, tokens, (long) hkv * d));
+      Tensor dv = tmp.add(backend.empty(DType.F32, tokens, (long) hkv * d));
+      long t0 = timer.start();
+      backend.attentionBackward(
+          qRot, kRot, vOut.reshape(batch, seq, hkv, d), attnOut, dAttn.reshape(batch, seq, hq, d), lse, options(),
+          dq.reshape(batch, seq, hq, d), dk.reshape(batch, seq, hkv, d), dv.reshape(batch, seq, hkv, d));
+      timer.stop(OpTimer.Family.ATTENTION, t0);
+      backend.ropeBackward(dq.reshape(tokens, hq, d), positions, config.ropeTheta(), dq.reshape(tokens, hq, d));
+      backend.ropeBackward(dk.reshape(tokens, hkv, d), positions, config.ropeTheta(), dk.reshape(tokens, hkv, d));
+      Tensor dqRaw = dq;
+      Tensor dkRaw = dk;
+      if (qNorm != null) {
+        dqRaw = tmp.add(backend.empty(DType.F32, dq.shape()));
+        dkRaw = tmp.add(backend.empty(DType.F32, dk.shape()));
+        qNorm.backward(dq, dqRaw);
+        kNorm.backward(dk, dkRaw);
+      }
+      q.backward(dqRaw, savedX, dx, false);
+      k.backward(dkRaw, savedX, dx, true);
+      v.backward(dv, savedX, dx, true);
+    }
+  }
+}

@@ -1,0 +1,87 @@
+package io.moe4j.nn;
+
+import io.moe4j.ops.Backend;
+import io.moe4j.tensor.DType;
+import io.moe4j.tensor.Scope;
+import io.moe4j.tensor.Tensor;
+import java.util.ArrayList;
+import java.util.List;
+
+/** Pre-norm decoder block: h = x + attn(norm1(x)); out = h + ffn(norm2(h)); the FFN is MoE or dense. */
+final class DecoderBlock {
+
+  private final Backend backend;
+  private final int layer;
+  private final RmsNorm inputNorm;
+  private final Attention attention;
+  private final RmsNorm postAttentionNorm;
+  private final MoeFfn moe; // exactly one of moe / mlp
+  private final SwigluMlp mlp;
+
+  DecoderBlock(Backend backend, ModelConfig config, int layer, long seed, OpTimer timer) {
+    this.backend = backend;
+    this.layer = layer;
+    String prefix = "model.layers." + layer + ".";
+    inputNorm = new RmsNorm(backend, Init.ones(backend, prefix + "input_layernorm.weight", config.hiddenSize()),
+        config.rmsNormEps());
+    attention = new Attention(backend, config, prefix + "self_attn.", seed, timer);
+    postAttentionNorm = new RmsNorm(backend,
+        Init.ones(backend, prefix + "post_attention_layernorm.weight", config.hiddenSize()), config.rmsNormEps());
+    if (config.isMoeLayer(layer)) {
+      String ffn = config.architecture() == ModelConfig.Architecture.MIXTRAL ? "block_sparse_moe." : "mlp.";
+      moe = new MoeFfn(backend, config, prefix + ffn, seed, timer);
+      mlp = null;
+    } else {
+      moe = null;
+      mlp = new SwigluMlp(backend, prefix + "mlp.", config.hiddenSize(), config.denseIntermediateSize(), seed,
+          config.initializerRange());
+    }
+  }
+
+  List<Parameter> parameters() {
+    List<Parameter> list = new ArrayList<>();
+    list.add(inputNorm.weight());
+    list.addAll(attention.parameters());
+    list.add(postAttentionNorm.weight());
+    list.addAll(moe != null ? moe.parameters() : mlp.parameters());
+    return list;
+  }
+
+  MoeFfn moe() {
+    return moe;
+  }
+
+  Tensor forward(Tensor x, int batch, int seq, Tensor positions, Scope saved, float[] routerLosses,
+      List<LayerRouting> routing) {
+    Tensor attnOut = attention.forward(inputNorm.forward(x, saved), batch, seq, positions, saved);
+    Tensor h = saved.add(backend.empty(DType.F32, x.shape()));
+    backend.add(x, attnOut, h);
+    Tensor ffnIn = postAttentionNorm.forward(h, saved);
+    Tensor ffnOut;
+    if (moe != null) {
+      ffnOut = moe.forward(ffnIn, batch, seq, layer, saved, routerLosses, routing);
+    } else {
+      ffnOut = saved.add(backend.empty(DType.F32, x.shape()));
+      mlp.forward(ffnIn, ffnOut, false, saved);
+    }
+    Tensor out = saved.add(backend.empty(DType.F32, x.shape()));
+    backend.add(h, ffnOut, out);
+    return out;
+  }
+
+  /** dx (overwritten) from dOut. */
+  void backward(Tensor dOut, Tensor dx, float lossScale) {
+    try (Scope tmp = new Scope()) {
+      Tensor dFfnIn = tmp.add(backend.empty(DType.F32, dOut.shape()));
+      if (moe != null) moe.backward(dOut, dFfnIn, lossScale);
+      else mlp.backward(dOut, dFfnIn, false);
+      Tensor dh = tmp.add(backend.empty(DType.F32, dOut.shape()));
+      postAttentionNorm.backward(dFfnIn, dh);
+      backend.add(dh, dOut, dh);
+      Tensor dAttnIn = tmp.add(backend.empty(DType.F32, dOut.shape()));
+      attention.backward(dh, dAttnIn);
+      inputNorm.backward(dAttnIn, dx);
+      backend.add(dx, dh, dx);
+    }
+  }
+}

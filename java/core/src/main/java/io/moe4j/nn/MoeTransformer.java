@@ -1,0 +1,270 @@
+package io.moe4j.nn;
+
+import io.moe4j.ops.Backend;
+import io.moe4j.tensor.DType;
+import io.moe4j.tensor.Scope;
+import io.moe4j.tensor.Tensor;
+import java.util.ArrayList;
+import java.util.Collections;
+import java.util.List;
+
+/**
+ * Decoder-only MoE transformer (DESIGN.md §5): embedding → blocks → final RMSNorm → LM head (tied or
+ * not) → softmax cross-entropy. All parameters and activations are F32 on the model's backend.
+ *
+ * <p>One step is {@link #forward} (activations for backward are kept in a per-step scope) then
+ * {@link #backward} (gradients accumulated into each {@link Parameter#grad()}, activations freed),
+ * so a user's own loop can drive it with any optimizer; {@link #zeroGrad} between optimizer steps.
+ */
+public final class MoeTransformer implements AutoCloseable {
+
+  /** Targets equal to this are not predicted (prompt positions, padding). */
+  public static final int IGNORE_INDEX = -100;
+
+  private final Backend backend;
+  private ModelConfig config;
+  private final Parameter embedding;
+  private final List<DecoderBlock> blocks = new ArrayList<>();
+  private final RmsNorm finalNorm;
+  private final Parameter lmHead; // the embedding when tied
+  private final OpTimer timer;
+  private final List<Parameter> retired = new ArrayList<>();
+
+  // the step in flight
+  private Scope saved;
+  private int batch;
+  private int seq;
+  private Tensor ids;
+  private Tensor finalHidden;
+  private Tensor logits;
+  private Tensor targets;
+  private Tensor logSumExp;
+  private long targetCount;
+  private Tensor zeroSource;
+
+  public MoeTransformer(Backend backend, ModelConfig config, long seed) {
+    this.backend = backend;
+    this.config = config;
+    this.timer = new OpTimer(backend);
+    float std = config.initializerRange();
+    embedding = Init.normal(backend, "model.embed_tokens.weight", seed, std, config.vocabSize(), config.hiddenSize());
+    for (int i = 0; i < config.numLayers(); i++) blocks.add(new DecoderBlock(backend, config, i, seed, timer));
+    finalNorm = new RmsNorm(backend, Init.ones(backend, "model.norm.weight", config.hiddenSize()), config.rmsNormEps());
+    lmHead = config.tieWordEmbeddings() ? embedding
+        : Init.normal(backend, "lm_head.weight", seed, std, config.vocabSize(), config.hiddenSize());
+  }
+
+  public ModelConfig config() {
+    return config;
+  }
+
+  public Backend backend() {
+    return backend;
+  }
+
+  /** Every parameter once (a tied LM head is the embedding), in a stable order. */
+  public List<Parameter> parameters() {
+    List<Parameter> list = new ArrayList<>();
+    list.add(embedding);
+    for (DecoderBlock block : blocks) list.addAll(block.parameters());
+    list.add(finalNorm.weight());
+    if (lmHead != embedding) list.add(lmHead);
+    return Collections.unmodifiableList(list);
+  }
+
+  public Parameter parameter(String name) {
+    for (Parameter p : parameters()) if (p.name().equals(name)) return p;
+    throw new IllegalArgumentException("no parameter named '" + name + "'");
+  }
+
+  /**
+   * Forward over tokens [B·S] (row-major [B, S]); targets [B·S] ({@link #IGNORE_INDEX} = not
+   * predicted) or null (no loss). Keeps the activations for {@link #backward}.
+   */
+  public ForwardResult forward(int[] tokens, int[] targets, int batchSize, int seqLen) {
+    checkBatch(tokens, targets, batchSize, seqLen);
+    discardActivations();
+    long t0 = timer.start();
+    saved = new Scope();
+    batch = batchSize;
+    seq = seqLen;
+    long rows = (long) batchSize * seqLen;
+    ids = saved.add(backend.fromInts(tokens, rows));
+    int[] positionValues = new int[tokens.length];
+    for (int i = 0; i < positionValues.length; i++) positionValues[i] = i % seqLen;
+    Tensor positions = saved.add(backend.fromInts(positionValues, rows));
+    Tensor x = saved.add(backend.empty(DType.F32, rows, config.hiddenSize()));
+    backend.embeddingForward(embedding.value(), ids, x);
+    float[] routerLosses = new float[2];
+    List<LayerRouting> routing = new ArrayList<>();
+    for (DecoderBlock block : blocks) x = block.forward(x, batchSize, seqLen, positions, saved, routerLosses, routing);
+    finalHidden = finalNorm.forward(x, saved);
+    logits = saved.add(backend.empty(DType.F32, rows, config.vocabSize()));
+    backend.gemm(finalHidden, lmHead.value(), logits, false);
+    float loss = Float.NaN;
+    this.targets = null;
+    if (targets != null) {
+      this.targets = saved.add(backend.fromInts(targets, rows));
+      Tensor losses = saved.add(backend.empty(DType.F32, rows));
+      logSumExp = saved.add(backend.empty(DType.F32, rows));
+      backend.crossEntropyForward(logits, this.targets, IGNORE_INDEX, losses, logSumExp);
+      targetCount = 0;
+      for (int t : targets) if (t != IGNORE_INDEX) targetCount++;
+      double sum = 0;
+      for (float l : backend.toFloats(losses)) sum += l;
+      loss = targetCount == 0 ? 0f : (float) (sum / targetCount);
+    }
+    timer.stop(OpTimer.Family.TOTAL, t0);
+    return new ForwardResult(loss, routerLosses[0], routerLosses[1], targets == null ? 0 : targetCount,
+        List.copyOf(routing));
+  }
+
+  private void checkBatch(int[] tokens, int[] targets, int batchSize, int seqLen) {
+    if (batchSize <= 0) throw new IllegalArgumentException("batchSize must be > 0, got " + batchSize);
+    if (seqLen <= 0) throw new IllegalArgumentException("seqLen must be > 0, got " + seqLen);
+    long n = (long) batchSize * seqLen;
+    if (tokens == null || tokens.length != n)
+      throw new IllegalArgumentException("tokens must hold batchSize*seqLen = " + n + " ids, got "
+          + (tokens == null ? "null" : tokens.length));
+    if (targets != null && targets.length != n)
+      throw new IllegalArgumentException("targets must hold batchSize*seqLen = " + n + " ids, got " + targets.length);
+    for (int i = 0; i < tokens.length; i++)
+      if (tokens[i] < 0 || tokens[i] >= config.vocabSize())
+        throw new IllegalArgumentException("tokens[" + i + "] must be in [0, " + config.vocabSize() + "), got " + tokens[i]);
+    if (targets != null)
+      for (int i = 0; i < targets.length; i++)
+        if (targets[i] != IGNORE_INDEX && (targets[i] < 0 || targets[i] >= config.vocabSize()))
+          throw new IllegalArgumentException("targets[" + i + "] must be in [0, " + config.vocabSize() + ") or "
+              + IGNORE_INDEX + ", got " + targets[i]);
+  }
+
+  /**
+   * Accumulates the gradient of lossScale · (loss + auxLoss + zLoss) of the last forward into the
+   * parameters' gradients, then frees the step's activations.
+   */
+  public void backward(float lossScale) {
+    if (saved == null || targets == null)
+      throw new IllegalStateException("backward needs a forward with targets first");
+    long t0 = timer.start();
+    long rows = (long) batch * seq;
+    try (Scope tmp = new Scope()) {
+      float gradScale = targetCount == 0 ? 0f : lossScale / targetCount;
+      backend.crossEntropyBackward(logits, targets, logSumExp, IGNORE_INDEX, gradScale, logits);
+      Tensor dLogits = logits;
+      Tensor dHidden = tmp.add(backend.empty(DType.F32, rows, config.hiddenSize()));
+      backend.groupedGemmWgrad(dLogits, finalHidden, null, lmHead.grad(), true);
+      backend.groupedGemmDgrad(dLogits, lmHead.value(), null, dHidden, false);
+      Tensor dx = tmp.add(backend.empty(DType.F32, rows, config.hiddenSize()));
+      finalNorm.backward(dHidden, dx);
+      Tensor dIn = dHidden; // reused as the other ping-pong buffer
+      for (int i = blocks.size() - 1; i >= 0; i--) {
+        blocks.get(i).backward(dx, dIn, lossScale);
+        Tensor swap = dx;
+        dx = dIn;
+        dIn = swap;
+      }
+      backend.embeddingBackward(dx, ids, embedding.grad(), true);
+    } finally {
+      timer.stop(OpTimer.Family.TOTAL, t0);
+      discardActivations();
+    }
+  }
+
+  /** Frees the activations of a forward that will not be followed by backward. */
+  public void discardActivations() {
+    if (saved != null) {
+      Scope s = saved;
+      saved = null;
+      s.close();
+    }
+  }
+
+  /** Sets every gradient to zero. */
+  public void zeroGrad() {
+    long largest = 0;
+    for (Parameter p : parameters()) largest = Math.max(largest, p.numel());
+    if (zeroSource == null || zeroSource.numel() < largest) {
+      if (zeroSource != null) zeroSource.close();
+      zeroSource = backend.zeros(DType.F32, largest);
+    }
+    for (Parameter p : parameters()) backend.copy(zeroSource.view(0, p.grad().shape()), p.grad());
+  }
+
+  /** Inference forward with nothing kept: logits [B·S·vocab] on the host. */
+  public float[] logits(int[] tokens, int batchSize, int seqLen) {
+    forward(tokens, null, batchSize, seqLen);
+    try {
+      return backend.toFloats(logits);
+    } finally {
+      discardActivations();
+    }
+  }
+
+  /**
+   * Grows every MoE layer by {@code added} experts (router rows and expert weights appended at the
+   * end of dimension 0, freshly initialized from {@code seed}); existing values are kept bitwise. The
+   * grown tensors are new {@link Parameter} objects: fetch {@link #parameters()} again.
+   */
+  public void addExperts(int added, long seed) {
+    if (added <= 0) throw new IllegalArgumentException("added experts must be > 0, got " + added);
+    if (config.numExperts() == 0) throw new IllegalStateException("the model has no MoE layers to grow");
+    discardActivations();
+    for (DecoderBlock block : blocks) if (block.moe() != null) retired.addAll(block.moe().addExperts(added, seed));
+    config = config.withNumExperts(config.numExperts() + added);
+    for (Parameter p : retired) p.close();
+    retired.clear();
+  }
+
+  /**
+   * Freezes every parameter except the experts with index >= {@code oldExperts} and their router
+   * rows (lifelong learning: new experts learn a new task, the rest keeps what it knew).
+   */
+  public void freezeAllBut(int oldExperts) {
+    if (oldExperts < 0 || oldExperts > config.numExperts())
+      throw new IllegalArgumentException("oldExperts must be in [0, " + config.numExperts() + "], got " + oldExperts);
+    for (Parameter p : parameters()) p.setTrainableFrom(p.numel());
+    for (DecoderBlock block : blocks) if (block.moe() != null) block.moe().freezeExpertsBelow(oldExperts);
+  }
+
+  /**
+   * Training FLOPs per token: 6 × the parameters a token uses in matrix products (attention
+   * projections, k of E experts, shared experts, dense FFNs, LM head) plus attention scores with the
+   * FlashAttention convention (forward 2·S·Hq·D per token when causal, backward 2.5×).
+   */
+  public double trainingFlopsPerToken(int seqLen) {
+    double h = config.hiddenSize();
+    double qWidth = (double) config.numHeads() * config.headDim();
+    double kvWidth = (double) config.numKvHeads() * config.headDim();
+    double matmul = config.vocabSize() * h;
+    for (int i = 0; i < config.numLayers(); i++) {
+      matmul += h * (2 * qWidth + 2 * kvWidth);
+      if (config.isMoeLayer(i)) {
+        int active = config.routing() == ModelConfig.Routing.TOKEN_CHOICE ? config.expertsPerToken()
+            : Math.max(1, Math.round(config.capacityFactor()));
+        matmul += h * config.numExperts() + 3.0 * h * config.moeIntermediateSize() * active
+            + 3.0 * h * config.numSharedExperts() * config.sharedExpertIntermediateSize();
+      } else {
+        matmul += 3.0 * h * config.denseIntermediateSize();
+      }
+    }
+    double attention = config.numLayers() * 2.0 * seqLen * qWidth * 3.5;
+    return 6 * matmul + attention;
+  }
+
+  /** Times per op family since profiling was last enabled. */
+  public OpTimes opTimes() {
+    return timer.times();
+  }
+
+  /** Profiling synchronizes the backend around op families to time them (slower); resets the times. */
+  public void setProfiling(boolean on) {
+    timer.setEnabled(on);
+  }
+
+  @Override
+  public void close() {
+    discardActivations();
+    if (zeroSource != null) zeroSource.close();
+    for (Parameter p : parameters()) p.close();
+  }
+}
