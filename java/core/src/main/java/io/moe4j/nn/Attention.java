@@ -38,26 +38,25 @@ final class Attention {
   private int batch;
   private int seq;
 
-  Attention(Backend backend, ModelConfig config, String prefix, long seed, OpTimer timer) {
+  Attention(Backend backend, ModelConfig config, String prefix, ParameterSource params, OpTimer timer) {
     this.backend = backend;
     this.config = config;
     this.timer = timer;
     long h = config.hiddenSize();
     long qWidth = (long) config.numHeads() * config.headDim();
     long kvWidth = (long) config.numKvHeads() * config.headDim();
-    float std = config.initializerRange();
-    q = new Linear(backend, Init.normal(backend, prefix + "q_proj.weight", seed, std, qWidth, h));
-    k = new Linear(backend, Init.normal(backend, prefix + "k_proj.weight", seed, std, kvWidth, h));
-    v = new Linear(backend, Init.normal(backend, prefix + "v_proj.weight", seed, std, kvWidth, h));
-    o = new Linear(backend, Init.normal(backend, prefix + "o_proj.weight", seed, std, h, qWidth));
+    q = new Linear(backend, params.create(prefix + "q_proj.weight", ParameterSource.Kind.MATRIX, qWidth, h));
+    k = new Linear(backend, params.create(prefix + "k_proj.weight", ParameterSource.Kind.MATRIX, kvWidth, h));
+    v = new Linear(backend, params.create(prefix + "v_proj.weight", ParameterSource.Kind.MATRIX, kvWidth, h));
+    o = new Linear(backend, params.create(prefix + "o_proj.weight", ParameterSource.Kind.MATRIX, h, qWidth));
     switch (config.qkNorm()) {
       case PER_HEAD -> {
-        qNorm = new RmsNorm(backend, Init.ones(backend, prefix + "q_norm.weight", config.headDim()), config.rmsNormEps());
-        kNorm = new RmsNorm(backend, Init.ones(backend, prefix + "k_norm.weight", config.headDim()), config.rmsNormEps());
+        qNorm = new RmsNorm(backend, params.create(prefix + "q_norm.weight", ParameterSource.Kind.NORM, config.headDim()), config.rmsNormEps());
+        kNorm = new RmsNorm(backend, params.create(prefix + "k_norm.weight", ParameterSource.Kind.NORM, config.headDim()), config.rmsNormEps());
       }
       case WHOLE -> {
-        qNorm = new RmsNorm(backend, Init.ones(backend, prefix + "q_norm.weight", qWidth), config.rmsNormEps());
-        kNorm = new RmsNorm(backend, Init.ones(backend, prefix + "k_norm.weight", kvWidth), config.rmsNormEps());
+        qNorm = new RmsNorm(backend, params.create(prefix + "q_norm.weight", ParameterSource.Kind.NORM, qWidth), config.rmsNormEps());
+        kNorm = new RmsNorm(backend, params.create(prefix + "k_norm.weight", ParameterSource.Kind.NORM, kvWidth), config.rmsNormEps());
       }
       default -> {
         qNorm = null;

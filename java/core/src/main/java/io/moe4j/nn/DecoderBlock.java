@@ -18,23 +18,22 @@ final class DecoderBlock {
   private final MoeFfn moe; // exactly one of moe / mlp
   private final SwigluMlp mlp;
 
-  DecoderBlock(Backend backend, ModelConfig config, int layer, long seed, OpTimer timer) {
+  DecoderBlock(Backend backend, ModelConfig config, int layer, ParameterSource params, OpTimer timer) {
     this.backend = backend;
     this.layer = layer;
     String prefix = "model.layers." + layer + ".";
-    inputNorm = new RmsNorm(backend, Init.ones(backend, prefix + "input_layernorm.weight", config.hiddenSize()),
+    inputNorm = new RmsNorm(backend, params.create(prefix + "input_layernorm.weight", ParameterSource.Kind.NORM, config.hiddenSize()),
         config.rmsNormEps());
-    attention = new Attention(backend, config, prefix + "self_attn.", seed, timer);
+    attention = new Attention(backend, config, prefix + "self_attn.", params, timer);
     postAttentionNorm = new RmsNorm(backend,
-        Init.ones(backend, prefix + "post_attention_layernorm.weight", config.hiddenSize()), config.rmsNormEps());
+        params.create(prefix + "post_attention_layernorm.weight", ParameterSource.Kind.NORM, config.hiddenSize()), config.rmsNormEps());
     if (config.isMoeLayer(layer)) {
       String ffn = config.architecture() == ModelConfig.Architecture.MIXTRAL ? "block_sparse_moe." : "mlp.";
-      moe = new MoeFfn(backend, config, prefix + ffn, seed, timer);
+      moe = new MoeFfn(backend, config, prefix + ffn, params, timer);
       mlp = null;
     } else {
       moe = null;
-      mlp = new SwigluMlp(backend, prefix + "mlp.", config.hiddenSize(), config.denseIntermediateSize(), seed,
-          config.initializerRange());
+      mlp = new SwigluMlp(backend, prefix + "mlp.", config.hiddenSize(), config.denseIntermediateSize(), params);
     }
   }
 

@@ -43,23 +43,22 @@ final class MoeFfn {
   private Tensor outRows;
   private int k;
 
-  MoeFfn(Backend backend, ModelConfig config, String prefix, long seed, OpTimer timer) {
+  MoeFfn(Backend backend, ModelConfig config, String prefix, ParameterSource params, OpTimer timer) {
     this.backend = backend;
     this.config = config;
     this.timer = timer;
     long h = config.hiddenSize();
     long e = config.numExperts();
     long f = config.moeIntermediateSize();
-    float std = config.initializerRange();
-    router = new Linear(backend, Init.normal(backend, prefix + "gate.weight", seed, std, e, h));
+    router = new Linear(backend, params.create(prefix + "gate.weight", ParameterSource.Kind.MATRIX, e, h));
     String experts = prefix + "experts." + Parameter.EXPERT_INDEX + ".";
     boolean mixtral = config.architecture() == ModelConfig.Architecture.MIXTRAL;
-    w1 = Init.normal(backend, experts + (mixtral ? "w1.weight" : "gate_proj.weight"), seed, std, e, f, h);
-    w3 = Init.normal(backend, experts + (mixtral ? "w3.weight" : "up_proj.weight"), seed, std, e, f, h);
-    w2 = Init.normal(backend, experts + (mixtral ? "w2.weight" : "down_proj.weight"), seed, std, e, h, f);
+    w1 = params.create(experts + (mixtral ? "w1.weight" : "gate_proj.weight"), ParameterSource.Kind.MATRIX, e, f, h);
+    w3 = params.create(experts + (mixtral ? "w3.weight" : "up_proj.weight"), ParameterSource.Kind.MATRIX, e, f, h);
+    w2 = params.create(experts + (mixtral ? "w2.weight" : "down_proj.weight"), ParameterSource.Kind.MATRIX, e, h, f);
     shared = config.numSharedExperts() == 0 ? null
         : new SwigluMlp(backend, prefix + "shared_expert.", h,
-            (long) config.numSharedExperts() * config.sharedExpertIntermediateSize(), seed, std);
+            (long) config.numSharedExperts() * config.sharedExpertIntermediateSize(), params);
   }
 
   List<Parameter> parameters() {
@@ -210,10 +209,10 @@ final class MoeFfn {
     long newE = experts() + added;
     float std = config.initializerRange();
     List<Parameter> old = List.of(router.weight(), w1, w3, w2);
-    router.replaceWeight(Init.grow(backend, router.weight(), newE, seed, std));
-    w1 = Init.grow(backend, w1, newE, seed, std);
-    w3 = Init.grow(backend, w3, newE, seed, std);
-    w2 = Init.grow(backend, w2, newE, seed, std);
+    router.replaceWeight(RandomInit.grow(backend, router.weight(), newE, seed, std));
+    w1 = RandomInit.grow(backend, w1, newE, seed, std);
+    w3 = RandomInit.grow(backend, w3, newE, seed, std);
+    w2 = RandomInit.grow(backend, w2, newE, seed, std);
     return old;
   }
 

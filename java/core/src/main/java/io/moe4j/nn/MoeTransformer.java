@@ -42,16 +42,21 @@ public final class MoeTransformer implements AutoCloseable {
   private long targetCount;
   private Tensor zeroSource;
 
+  /** A freshly initialized model (seeded: the same seed gives the same values). */
   public MoeTransformer(Backend backend, ModelConfig config, long seed) {
+    this(backend, config, new RandomInit(backend, seed, config.initializerRange()));
+  }
+
+  /** A model whose parameters come from {@code params} (e.g. {@link CheckpointWeights}). */
+  public MoeTransformer(Backend backend, ModelConfig config, ParameterSource params) {
     this.backend = backend;
     this.config = config;
     this.timer = new OpTimer(backend);
-    float std = config.initializerRange();
-    embedding = Init.normal(backend, "model.embed_tokens.weight", seed, std, config.vocabSize(), config.hiddenSize());
-    for (int i = 0; i < config.numLayers(); i++) blocks.add(new DecoderBlock(backend, config, i, seed, timer));
-    finalNorm = new RmsNorm(backend, Init.ones(backend, "model.norm.weight", config.hiddenSize()), config.rmsNormEps());
+    embedding = params.create("model.embed_tokens.weight", ParameterSource.Kind.MATRIX, config.vocabSize(), config.hiddenSize());
+    for (int i = 0; i < config.numLayers(); i++) blocks.add(new DecoderBlock(backend, config, i, params, timer));
+    finalNorm = new RmsNorm(backend, params.create("model.norm.weight", ParameterSource.Kind.NORM, config.hiddenSize()), config.rmsNormEps());
     lmHead = config.tieWordEmbeddings() ? embedding
-        : Init.normal(backend, "lm_head.weight", seed, std, config.vocabSize(), config.hiddenSize());
+        : params.create("lm_head.weight", ParameterSource.Kind.MATRIX, config.vocabSize(), config.hiddenSize());
   }
 
   public ModelConfig config() {

@@ -18,11 +18,11 @@ final class SwigluMlp {
   private Tensor u;
   private Tensor h;
 
-  SwigluMlp(Backend backend, String prefix, long hidden, long width, long seed, float std) {
+  SwigluMlp(Backend backend, String prefix, long hidden, long width, ParameterSource params) {
     this.backend = backend;
-    gate = new Linear(backend, Init.normal(backend, prefix + "gate_proj.weight", seed, std, width, hidden));
-    up = new Linear(backend, Init.normal(backend, prefix + "up_proj.weight", seed, std, width, hidden));
-    down = new Linear(backend, Init.normal(backend, prefix + "down_proj.weight", seed, std, hidden, width));
+    gate = new Linear(backend, params.create(prefix + "gate_proj.weight", ParameterSource.Kind.MATRIX, width, hidden));
+    up = new Linear(backend, params.create(prefix + "up_proj.weight", ParameterSource.Kind.MATRIX, width, hidden));
+    down = new Linear(backend, params.create(prefix + "down_proj.weight", ParameterSource.Kind.MATRIX, hidden, width));
   }
 
   List<Parameter> parameters() {

@@ -117,7 +117,7 @@ class GradientCheckTest {
   void rmsNormLinearAndDenseMlp() {
     ModelConfig c = tiny(ModelConfig.Architecture.MIXTRAL, ModelConfig.QkNorm.NONE, ModelConfig.Routing.TOKEN_CHOICE, 0, 0, false);
     OpTimer timer = new OpTimer(backend);
-    try (Parameter w = Init.normal(backend, "norm", 1, 0.5f, 8)) {
+    try (Parameter w = new RandomInit(backend, 1, 0.5f).create("norm", ParameterSource.Kind.MATRIX, 8)) {
       RmsNorm norm = new RmsNorm(backend, w, 1e-5f);
       checkModule("rmsnorm", new Module() {
         public float[] forward(Tensor x, Scope saved) {
@@ -133,7 +133,7 @@ class GradientCheckTest {
         }
       }, 5, 8, 8);
     }
-    SwigluMlp mlp = new SwigluMlp(backend, "mlp.", 8, 12, 5, 0.4f);
+    SwigluMlp mlp = new SwigluMlp(backend, "mlp.", 8, 12, new RandomInit(backend, 5, 0.4f));
     try {
       checkModule("mlp", new Module() {
         public float[] forward(Tensor x, Scope saved) {
@@ -159,7 +159,7 @@ class GradientCheckTest {
 
   private static void checkAttention(ModelConfig c) {
     OpTimer timer = new OpTimer(backend);
-    Attention attention = new Attention(backend, c, "attn.", 9, timer);
+    Attention attention = new Attention(backend, c, "attn.", new RandomInit(backend, 9, c.initializerRange()), timer);
     int batch = 2;
     int seq = 5;
     int[] pos = new int[batch * seq];
@@ -191,7 +191,7 @@ class GradientCheckTest {
 
   private static void checkMoe(ModelConfig c) {
     OpTimer timer = new OpTimer(backend);
-    MoeFfn moe = new MoeFfn(backend, c, "moe.", 13, timer);
+    MoeFfn moe = new MoeFfn(backend, c, "moe.", new RandomInit(backend, 13, c.initializerRange()), timer);
     int batch = 2;
     int seq = 6;
     try {

@@ -6,32 +6,47 @@ import io.moe4j.tensor.Tensor;
 import java.nio.charset.StandardCharsets;
 import java.util.Random;
 
-/** Parameter creation with seeded initialization: each tensor's stream depends on (seed, name) only. */
-final class Init {
+/**
+ * Fresh parameters for training: matrices N(0, std²), norm scales 1, F32 value and gradient. Each
+ * tensor's random stream depends on (seed, name) only, so a model's initial values do not depend on
+ * the order its modules are built in.
+ */
+public final class RandomInit implements ParameterSource {
 
-  private Init() {}
+  private final io.moe4j.ops.Backend backend;
+  private final long seed;
+  private final float std;
+
+  public RandomInit(io.moe4j.ops.Backend backend, long seed, float std) {
+    this.backend = backend;
+    this.seed = seed;
+    this.std = std;
+  }
+
+  @Override
+  public Parameter create(String name, Kind kind, long... shape) {
+    return kind == Kind.MATRIX ? normal(backend, name, seed, std, shape) : ones(backend, name, numel(shape));
+  }
 
   /** Stream for one tensor: the same (seed, name) always draws the same values. */
-  static Random random(long seed, String name) {
+  private static Random random(long seed, String name) {
     long h = 1125899906842597L;
     for (byte b : name.getBytes(StandardCharsets.UTF_8)) h = 31 * h + b;
     return new Random(seed * 0x9E3779B97F4A7C15L ^ h);
   }
 
-  static float[] normal(Random random, long n, float std) {
+  private static float[] normal(Random random, long n, float std) {
     float[] values = new float[Math.toIntExact(n)];
     for (int i = 0; i < values.length; i++) values[i] = (float) (random.nextGaussian() * std);
     return values;
   }
 
-  /** N(0, std²) weights, weight decay on. */
-  static Parameter normal(Backend backend, String name, long seed, float std, long... shape) {
+  private static Parameter normal(Backend backend, String name, long seed, float std, long... shape) {
     float[] values = normal(random(seed, name), numel(shape), std);
     return new Parameter(name, backend.fromFloats(values, DType.F32, shape), backend.zeros(DType.F32, shape), true);
   }
 
-  /** All-ones norm weights, no weight decay. */
-  static Parameter ones(Backend backend, String name, long dim) {
+  private static Parameter ones(Backend backend, String name, long dim) {
     float[] values = new float[Math.toIntExact(dim)];
     java.util.Arrays.fill(values, 1f);
     return new Parameter(name, backend.fromFloats(values, DType.F32, dim), backend.zeros(DType.F32, dim), false);
@@ -53,7 +68,7 @@ final class Init {
     return new Parameter(old.name(), value, backend.zeros(DType.F32, grown), old.weightDecay());
   }
 
-  static long numel(long... shape) {
+  private static long numel(long... shape) {
     long n = 1;
     for (long d : shape) n = Math.multiplyExact(n, d);
     return n;

@@ -1,0 +1,19 @@
+package io.moe4j.nn;
+
+/**
+ * Where the modules of a model get their parameters: fresh seeded values for training
+ * ({@link RandomInit}) or the tensors of a checkpoint ({@link CheckpointWeights}). Modules only say
+ * what they need: the HF name, whether it is a matrix (random normal, weight decay) or a norm scale
+ * (ones, no decay), and the shape.
+ */
+public interface ParameterSource {
+
+  enum Kind {
+    /** A projection or embedding matrix: N(0, initializerRange²), weight decay. */
+    MATRIX,
+    /** An RMSNorm scale: ones, no weight decay. */
+    NORM
+  }
+
+  Parameter create(String name, Kind kind, long... shape);
+}
