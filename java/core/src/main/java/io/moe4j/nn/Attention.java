@@ -110,6 +110,65 @@ final class Attention {
     return y;
   }
 
+  /**
+   * Inference over {@code n} new tokens per sequence with a KV cache; nothing is kept for backward.
+   * {@code fresh} (empty cache, a prompt): flash attention over the right-padded prompts, then their
+   * keys and values are copied into the cache (padding after a prompt is never seen by its tokens:
+   * attention is causal; the cache length is set to the real prompt length afterwards). Otherwise
+   * the decode kernel appends the new keys and values at each sequence's length and attends to the
+   * cache.
+   */
+  Tensor forwardCached(Tensor x, int batch, int n, Tensor positions, KvCache cache, int layer, boolean fresh,
+      Scope tmp) {
+    long tokens = (long) batch * n;
+    int hq = config.numHeads();
+    int hkv = config.numKvHeads();
+    int d = config.headDim();
+    Tensor qp = tmp.add(backend.empty(DType.F32, tokens, (long) hq * d));
+    Tensor kp = tmp.add(backend.empty(DType.F32, tokens, (long) hkv * d));
+    Tensor vp = tmp.add(backend.empty(DType.F32, batch, n, hkv, d));
+    q.forward(x, qp);
+    k.forward(x, kp);
+    v.forward(x, vp.reshape(tokens, (long) hkv * d));
+    Tensor qIn = qNorm == null ? qp : qNorm.forward(qp, tmp);
+    Tensor kIn = kNorm == null ? kp : kNorm.forward(kp, tmp);
+    Tensor qr = tmp.add(backend.empty(DType.F32, batch, n, hq, d));
+    Tensor kr = tmp.add(backend.empty(DType.F32, batch, n, hkv, d));
+    backend.ropeForward(qIn.reshape(tokens, hq, d), positions, config.ropeTheta(), qr.reshape(tokens, hq, d));
+    backend.ropeForward(kIn.reshape(tokens, hkv, d), positions, config.ropeTheta(), kr.reshape(tokens, hkv, d));
+    Tensor out = tmp.add(backend.empty(DType.F32, batch, n, hq, d));
+    long t0 = timer.start();
+    if (fresh) {
+      Tensor scratchLse = tmp.add(backend.empty(DType.F32, batch, hq, n));
+      backend.attentionForward(qr, kr, vp, options(), out, scratchLse);
+      long rowsPerSeq = (long) n * hkv * d;
+      long cacheStride = (long) cache.maxSeq() * hkv * d;
+      for (int b = 0; b < batch; b++) {
+        backend.copy(kr.view(b * rowsPerSeq, rowsPerSeq), cache.keys(layer).view(b * cacheStride, rowsPerSeq));
+        backend.copy(vp.view(b * rowsPerSeq, rowsPerSeq), cache.values(layer).view(b * cacheStride, rowsPerSeq));
+      }
+    } else {
+      backend.attentionDecode(qr, kr, vp, cache.keys(layer), cache.values(layer), cache.lengthsOnDevice(), options(),
+          decodeSplits(batch, cache), out);
+    }
+    timer.stop(OpTimer.Family.ATTENTION, t0);
+    Tensor y = tmp.add(backend.empty(DType.F32, tokens, config.hiddenSize()));
+    o.forward(out.reshape(tokens, (long) hq * d), y);
+    return y;
+  }
+
+  /**
+   * Context chunks for the decode kernel: (batch, head) pairs already give enough parallel work when
+   * there are many; with few, long contexts are split (flash-decoding) into chunks of >= 512 keys.
+   */
+  private int decodeSplits(int batch, KvCache cache) {
+    long pairs = (long) batch * config.numHeads();
+    if (pairs >= 64) return 1;
+    int longest = 0;
+    for (int len : cache.lengths()) longest = Math.max(longest, len);
+    return (int) Math.max(1, Math.min(16, longest / 512));
+  }
+
   /** dx (overwritten) from dy [T, hidden]; parameter gradients accumulated. */
   void backward(Tensor dy, Tensor dx) {
     long tokens = (long) batch * seq;

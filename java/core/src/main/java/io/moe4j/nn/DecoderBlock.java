@@ -51,19 +51,37 @@ final class DecoderBlock {
   }
 
   Tensor forward(Tensor x, int batch, int seq, Tensor positions, Scope saved, float[] routerLosses,
-      List<LayerRouting> routing) {
+      List<LayerRouting> routing, boolean causalRouting) {
     Tensor attnOut = attention.forward(inputNorm.forward(x, saved), batch, seq, positions, saved);
     Tensor h = saved.add(backend.empty(DType.F32, x.shape()));
     backend.add(x, attnOut, h);
     Tensor ffnIn = postAttentionNorm.forward(h, saved);
     Tensor ffnOut;
     if (moe != null) {
-      ffnOut = moe.forward(ffnIn, batch, seq, layer, saved, routerLosses, routing);
+      ffnOut = moe.forward(ffnIn, batch, seq, layer, saved, routerLosses, routing, causalRouting);
     } else {
       ffnOut = saved.add(backend.empty(DType.F32, x.shape()));
       mlp.forward(ffnIn, ffnOut, false, saved);
     }
     Tensor out = saved.add(backend.empty(DType.F32, x.shape()));
+    backend.add(h, ffnOut, out);
+    return out;
+  }
+
+  /** Inference step over n new tokens per sequence with a KV cache (see Attention#forwardCached). */
+  Tensor forwardCached(Tensor x, int batch, int n, Tensor positions, KvCache cache, boolean fresh, Scope tmp) {
+    Tensor attnOut = attention.forwardCached(inputNorm.forward(x, tmp), batch, n, positions, cache, layer, fresh, tmp);
+    Tensor h = tmp.add(backend.empty(DType.F32, x.shape()));
+    backend.add(x, attnOut, h);
+    Tensor ffnIn = postAttentionNorm.forward(h, tmp);
+    Tensor ffnOut;
+    if (moe != null) {
+      ffnOut = moe.forward(ffnIn, batch, n, layer, tmp, null, null, true);
+    } else {
+      ffnOut = tmp.add(backend.empty(DType.F32, x.shape()));
+      mlp.forward(ffnIn, ffnOut, false, tmp);
+    }
+    Tensor out = tmp.add(backend.empty(DType.F32, x.shape()));
     backend.add(h, ffnOut, out);
     return out;
   }

@@ -42,6 +42,7 @@ final class MoeFfn {
   private Tensor hidden;
   private Tensor outRows;
   private int k;
+  private boolean topK; // this forward routed by top-k (token choice or the causal EC fallback)
 
   MoeFfn(Backend backend, ModelConfig config, String prefix, ParameterSource params, OpTimer timer) {
     this.backend = backend;
@@ -71,8 +72,16 @@ final class MoeFfn {
     return Math.toIntExact(router.outFeatures());
   }
 
-  /** Router output and expert FFN for x [T, hidden] of {@code batch} sequences; y [T, hidden]. */
-  Tensor forward(Tensor x, int batch, int seq, int layer, Scope saved, float[] lossesOut, List<LayerRouting> routing) {
+  /**
+   * Router output and expert FFN for x [T, hidden] of {@code batch} sequences; y [T, hidden].
+   * lossesOut (nullable) += {balance, z} losses; routing (nullable) receives the layer's report.
+   * {@code causal}: route each token on its own (inference). Token choice already does; an Expert
+   * Choice model then falls back to token choice with k = round(capacityFactor) experts per token,
+   * weights = the scores (not renormalized) — EC looks at the whole sequence, which a decoder
+   * producing one token at a time does not have.
+   */
+  Tensor forward(Tensor x, int batch, int seq, int layer, Scope saved, float[] lossesOut, List<LayerRouting> routing,
+      boolean causal) {
     long tokens = x.dim(0);
     int e = experts();
     savedX = x;
@@ -84,12 +93,15 @@ final class MoeFfn {
     offsets = saved.add(backend.empty(DType.I64, e + 1));
     Tensor sortedToken;
     double dropped;
-    if (config.routing() == ModelConfig.Routing.TOKEN_CHOICE) {
-      k = config.expertsPerToken();
+    boolean expertChoice = config.routing() == ModelConfig.Routing.EXPERT_CHOICE;
+    topK = !expertChoice || causal;
+    if (topK) {
+      k = expertChoice ? Math.max(1, Math.min(e, Math.round(config.capacityFactor()))) : config.expertsPerToken();
       expertIds = saved.add(backend.empty(DType.I32, tokens, k));
       weights = saved.add(backend.empty(DType.F32, tokens, k));
-      backend.routeTopK(scores, null, k, config.normTopkProb(), expertIds, weights);
-      long capacity = config.capacityFactor() > 0 ? (long) Math.ceil(config.capacityFactor() * tokens * k / e) : 0;
+      backend.routeTopK(scores, null, k, !expertChoice && config.normTopkProb(), expertIds, weights);
+      boolean capped = !causal && config.capacityFactor() > 0;
+      long capacity = capped ? (long) Math.ceil(config.capacityFactor() * tokens * k / e) : 0;
       sortedToken = saved.add(backend.empty(DType.I32, tokens * k));
       slotOf = saved.add(backend.empty(DType.I32, tokens, k));
       backend.routePlan(expertIds, weights, capacity, offsets, sortedToken, slotOf, null);
@@ -108,7 +120,7 @@ final class MoeFfn {
     long[] offsetsHost = backend.toLongs(offsets);
     long numRows = offsetsHost[e];
     if (Double.isNaN(dropped)) dropped = 1.0 - numRows / (double) (tokens * k);
-    routing.add(routingReport(layer, offsetsHost, dropped));
+    if (routing != null) routing.add(routingReport(layer, offsetsHost, dropped));
     rows = saved.add(backend.empty(DType.F32, numRows, config.hiddenSize()));
     backend.routeGather(x, sortedToken, rows);
     timer.stop(OpTimer.Family.ROUTING, t0);
@@ -119,17 +131,20 @@ final class MoeFfn {
     up = saved.add(backend.empty(DType.F32, numRows, f));
     hidden = saved.add(backend.empty(DType.F32, numRows, f));
     outRows = saved.add(backend.empty(DType.F32, numRows, config.hiddenSize()));
-    backend.groupedGemmForward(rows, w1.value(), offsets, gate, null, false);
-    backend.groupedGemmForward(rows, w3.value(), offsets, up, null, false);
-    backend.swigluForward(gate, up, hidden);
-    backend.groupedGemmForward(hidden, w2.value(), offsets, outRows, null, false);
+    try (Scope casts = new Scope()) {
+      Tensor rowsIn = inWeightDtype(rows, casts);
+      backend.groupedGemmForward(rowsIn, w1.value(), offsets, gate, null, false);
+      backend.groupedGemmForward(rowsIn, w3.value(), offsets, up, null, false);
+      backend.swigluForward(gate, up, hidden);
+      backend.groupedGemmForward(inWeightDtype(hidden, casts), w2.value(), offsets, outRows, null, false);
+    }
     timer.stop(OpTimer.Family.EXPERT_GEMM, t0);
 
     t0 = timer.start();
     Tensor y = saved.add(backend.empty(DType.F32, tokens, config.hiddenSize()));
     backend.routeCombine(outRows, slotOf, weights, y);
-    try (Tensor loss = backend.empty(DType.F32, 1)) {
-      if (config.routing() == ModelConfig.Routing.TOKEN_CHOICE && config.routerAuxLossCoef() > 0) {
+    if (lossesOut != null) try (Tensor loss = backend.empty(DType.F32, 1)) {
+      if (!expertChoice && config.routerAuxLossCoef() > 0) {
         backend.routerBalanceLoss(scores, expertIds, config.routerAuxLossCoef(), loss, null);
         lossesOut[0] += backend.toFloats(loss)[0];
       }
@@ -143,13 +158,21 @@ final class MoeFfn {
     return y;
   }
 
+  /** x itself, or a copy in the expert weights' dtype (BF16 inference weights). */
+  private Tensor inWeightDtype(Tensor x, Scope casts) {
+    if (x.dtype() == w1.value().dtype()) return x;
+    Tensor cast = casts.add(backend.empty(w1.value().dtype(), x.shape()));
+    backend.cast(x, cast);
+    return cast;
+  }
+
   private LayerRouting routingReport(int layer, long[] offsetsHost, double dropped) {
     int e = experts();
     long[] perExpert = new long[e];
     for (int i = 0; i < e; i++) perExpert[i] = offsetsHost[i + 1] - offsetsHost[i];
     int[] slots = backend.toInts(slotOf);
     int[] tokenExperts = new int[slots.length];
-    if (config.routing() == ModelConfig.Routing.TOKEN_CHOICE) {
+    if (topK) {
       int[] ids = backend.toInts(expertIds);
       for (int a = 0; a < slots.length; a++) tokenExperts[a] = slots[a] < 0 ? -1 : ids[a];
     } else {
@@ -187,7 +210,7 @@ final class MoeFfn {
       backend.routeGatherBackward(dRows, slotOf, dx, false);
       Tensor dScores = tmp.add(backend.empty(DType.F32, tokens, e));
       Tensor unused = tmp.add(backend.empty(DType.F32, 1));
-      if (config.routing() == ModelConfig.Routing.TOKEN_CHOICE) {
+      if (topK) {
         backend.routeTopKBackward(scores, expertIds, dWeights, config.normTopkProb(), dScores);
         if (config.routerAuxLossCoef() > 0)
           backend.routerBalanceLoss(scores, expertIds, config.routerAuxLossCoef() * lossScale, unused, dScores);

@@ -40,6 +40,7 @@ public final class MoeTransformer implements AutoCloseable {
   private Tensor targets;
   private Tensor logSumExp;
   private long targetCount;
+  private Tensor losses;
   private Tensor zeroSource;
 
   /** A freshly initialized model (seeded: the same seed gives the same values). */
@@ -47,7 +48,7 @@ public final class MoeTransformer implements AutoCloseable {
     this(backend, config, new RandomInit(backend, seed, config.initializerRange()));
   }
 
-  /** A model whose parameters come from {@code params} (e.g. {@link CheckpointWeights}). */
+  /** A model whose parameters come from {@code params} (e.g. {@code io.moe4j.io.CheckpointWeights}). */
   public MoeTransformer(Backend backend, ModelConfig config, ParameterSource params) {
     this.backend = backend;
     this.config = config;
@@ -87,6 +88,11 @@ public final class MoeTransformer implements AutoCloseable {
    * predicted) or null (no loss). Keeps the activations for {@link #backward}.
    */
   public ForwardResult forward(int[] tokens, int[] targets, int batchSize, int seqLen) {
+    return forward(tokens, targets, batchSize, seqLen, false);
+  }
+
+  /** causalRouting: Expert-Choice layers use their causal fallback (scoring, generation). */
+  private ForwardResult forward(int[] tokens, int[] targets, int batchSize, int seqLen, boolean causalRouting) {
     checkBatch(tokens, targets, batchSize, seqLen);
     discardActivations();
     long t0 = timer.start();
@@ -98,19 +104,19 @@ public final class MoeTransformer implements AutoCloseable {
     int[] positionValues = new int[tokens.length];
     for (int i = 0; i < positionValues.length; i++) positionValues[i] = i % seqLen;
     Tensor positions = saved.add(backend.fromInts(positionValues, rows));
-    Tensor x = saved.add(backend.empty(DType.F32, rows, config.hiddenSize()));
-    backend.embeddingForward(embedding.value(), ids, x);
+    Tensor x = embed(ids, saved);
     float[] routerLosses = new float[2];
     List<LayerRouting> routing = new ArrayList<>();
-    for (DecoderBlock block : blocks) x = block.forward(x, batchSize, seqLen, positions, saved, routerLosses, routing);
+    for (DecoderBlock block : blocks)
+      x = block.forward(x, batchSize, seqLen, positions, saved, routerLosses, routing, causalRouting);
     finalHidden = finalNorm.forward(x, saved);
     logits = saved.add(backend.empty(DType.F32, rows, config.vocabSize()));
-    backend.gemm(finalHidden, lmHead.value(), logits, false);
+    Linear.gemm(backend, finalHidden, lmHead.value(), logits, false);
     float loss = Float.NaN;
     this.targets = null;
     if (targets != null) {
       this.targets = saved.add(backend.fromInts(targets, rows));
-      Tensor losses = saved.add(backend.empty(DType.F32, rows));
+      losses = saved.add(backend.empty(DType.F32, rows));
       logSumExp = saved.add(backend.empty(DType.F32, rows));
       backend.crossEntropyForward(logits, this.targets, IGNORE_INDEX, losses, logSumExp);
       targetCount = 0;
@@ -122,6 +128,20 @@ public final class MoeTransformer implements AutoCloseable {
     timer.stop(OpTimer.Family.TOTAL, t0);
     return new ForwardResult(loss, routerLosses[0], routerLosses[1], targets == null ? 0 : targetCount,
         List.copyOf(routing));
+  }
+
+  /** x F32 [rows, hidden] = embedding rows of ids (a BF16 table is looked up, then widened). */
+  private Tensor embed(Tensor ids, Scope scope) {
+    Tensor x = scope.add(backend.empty(DType.F32, ids.numel(), config.hiddenSize()));
+    if (embedding.value().dtype() == DType.F32) {
+      backend.embeddingForward(embedding.value(), ids, x);
+    } else {
+      try (Tensor narrow = backend.empty(embedding.value().dtype(), x.shape())) {
+        backend.embeddingForward(embedding.value(), ids, narrow);
+        backend.cast(narrow, x);
+      }
+    }
+    return x;
   }
 
   private void checkBatch(int[] tokens, int[] targets, int batchSize, int seqLen) {
@@ -150,6 +170,7 @@ public final class MoeTransformer implements AutoCloseable {
   public void backward(float lossScale) {
     if (saved == null || targets == null)
       throw new IllegalStateException("backward needs a forward with targets first");
+    if (!embedding.hasGrad()) throw new IllegalStateException("this model was loaded for inference: it has no gradients");
     long t0 = timer.start();
     long rows = (long) batch * seq;
     try (Scope tmp = new Scope()) {
@@ -186,6 +207,7 @@ public final class MoeTransformer implements AutoCloseable {
 
   /** Sets every gradient to zero. */
   public void zeroGrad() {
+    if (!embedding.hasGrad()) throw new IllegalStateException("this model was loaded for inference: it has no gradients");
     long largest = 0;
     for (Parameter p : parameters()) largest = Math.max(largest, p.numel());
     if (zeroSource == null || zeroSource.numel() < largest) {
@@ -195,13 +217,110 @@ public final class MoeTransformer implements AutoCloseable {
     for (Parameter p : parameters()) backend.copy(zeroSource.view(0, p.grad().shape()), p.grad());
   }
 
-  /** Inference forward with nothing kept: logits [B·S·vocab] on the host. */
+  /**
+   * Inference forward with nothing kept: logits [B·S·vocab] on the host. Expert-Choice layers route
+   * causally (their token-choice fallback), as in generation.
+   */
   public float[] logits(int[] tokens, int batchSize, int seqLen) {
-    forward(tokens, null, batchSize, seqLen);
+    forward(tokens, null, batchSize, seqLen, true);
     try {
       return backend.toFloats(logits);
     } finally {
       discardActivations();
+    }
+  }
+
+  /**
+   * Per-position negative log-likelihood of targets (0 where ignored), computed in one forward with
+   * causal routing: scoring a text.
+   */
+  public float[] tokenLosses(int[] tokens, int[] targets, int batchSize, int seqLen) {
+    if (targets == null) throw new IllegalArgumentException("targets must not be null");
+    forward(tokens, targets, batchSize, seqLen, true);
+    try {
+      return backend.toFloats(losses);
+    } finally {
+      discardActivations();
+    }
+  }
+
+  /** An empty KV cache for {@code batch} sequences of up to {@code maxSeq} tokens. */
+  public KvCache newKvCache(int batch, int maxSeq) {
+    return new KvCache(backend, config, batch, maxSeq);
+  }
+
+  /**
+   * Runs one prompt per cache sequence through the model (right-padded to the longest, flash
+   * attention), fills the empty cache, and returns the logits [B·vocab] after each prompt's last token.
+   */
+  public float[] prefill(int[][] prompts, KvCache cache) {
+    if (prompts.length != cache.batch())
+      throw new IllegalArgumentException("prompts must hold one prompt per cache sequence (" + cache.batch() + "), got "
+          + prompts.length);
+    int longest = 0;
+    for (int b = 0; b < prompts.length; b++) {
+      if (cache.length(b) != 0) throw new IllegalStateException("prefill needs an empty cache, " + cache);
+      if (prompts[b].length == 0) throw new IllegalArgumentException("prompt " + b + " is empty (add a bos token)");
+      longest = Math.max(longest, prompts[b].length);
+    }
+    if (longest > cache.maxSeq())
+      throw new IllegalArgumentException("the longest prompt has " + longest + " tokens, the cache holds " + cache.maxSeq());
+    int batch = prompts.length;
+    int[] tokens = new int[batch * longest];
+    int[] positions = new int[batch * longest];
+    int[] lastRows = new int[batch];
+    int[] lengths = new int[batch];
+    for (int b = 0; b < batch; b++) {
+      System.arraycopy(prompts[b], 0, tokens, b * longest, prompts[b].length);
+      for (int i = 0; i < longest; i++) positions[b * longest + i] = i;
+      lastRows[b] = b * longest + prompts[b].length - 1;
+      lengths[b] = prompts[b].length;
+    }
+    checkBatch(tokens, null, batch, longest);
+    float[] result = runCached(tokens, positions, lastRows, batch, longest, cache, true);
+    cache.setLengths(lengths);
+    return result;
+  }
+
+  /** Appends one token per sequence and returns the next-token logits [B·vocab]. */
+  public float[] decode(int[] tokens, KvCache cache) {
+    int batch = cache.batch();
+    if (tokens.length != batch)
+      throw new IllegalArgumentException("tokens must hold one token per cache sequence (" + batch + "), got " + tokens.length);
+    checkBatch(tokens, null, batch, 1);
+    int[] lengths = cache.lengths();
+    int[] rows = new int[batch];
+    for (int b = 0; b < batch; b++) {
+      if (lengths[b] >= cache.maxSeq())
+        throw new IllegalStateException("sequence " + b + " fills the cache (" + cache.maxSeq() + " tokens)");
+      rows[b] = b;
+    }
+    float[] result = runCached(tokens, lengths, rows, batch, 1, cache, false);
+    for (int b = 0; b < batch; b++) lengths[b]++;
+    cache.setLengths(lengths);
+    return result;
+  }
+
+  private float[] runCached(int[] tokens, int[] positionValues, int[] outputRows, int batch, int n, KvCache cache,
+      boolean fresh) {
+    discardActivations();
+    long t0 = timer.start();
+    try (Scope tmp = new Scope()) {
+      Tensor ids = tmp.add(backend.fromInts(tokens, tokens.length));
+      Tensor positions = tmp.add(backend.fromInts(positionValues, positionValues.length));
+      Tensor x = embed(ids, tmp);
+      for (DecoderBlock block : blocks) x = block.forwardCached(x, batch, n, positions, cache, fresh, tmp);
+      Tensor picked = x;
+      if (outputRows.length != x.dim(0)) {
+        picked = tmp.add(backend.empty(DType.F32, outputRows.length, config.hiddenSize()));
+        backend.routeGather(x, tmp.add(backend.fromInts(outputRows, outputRows.length)), picked);
+      }
+      Tensor normed = finalNorm.forward(picked, tmp);
+      Tensor out = tmp.add(backend.empty(DType.F32, outputRows.length, config.vocabSize()));
+      Linear.gemm(backend, normed, lmHead.value(), out, false);
+      return backend.toFloats(out);
+    } finally {
+      timer.stop(OpTimer.Family.TOTAL, t0);
     }
   }
 

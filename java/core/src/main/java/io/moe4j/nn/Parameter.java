@@ -23,10 +23,13 @@ public final class Parameter implements AutoCloseable {
   private final boolean weightDecay;
   private long trainableFrom;
 
-  /** Takes ownership of {@code value} and {@code grad} (same shape, F32). */
+  /**
+   * Takes ownership of {@code value} and {@code grad} (same shape, F32). {@code grad} null makes an
+   * inference-only parameter (e.g. BF16 weights loaded from a checkpoint).
+   */
   public Parameter(String name, Tensor value, Tensor grad, boolean weightDecay) {
     if (name == null || name.isEmpty()) throw new IllegalArgumentException("name must not be empty");
-    if (value.numel() != grad.numel())
+    if (grad != null && value.numel() != grad.numel())
       throw new IllegalArgumentException(name + ": grad must have the value's " + value.numel() + " elements, got " + grad.numel());
     this.name = name;
     this.value = value;
@@ -42,8 +45,14 @@ public final class Parameter implements AutoCloseable {
     return value;
   }
 
+  /** The gradient; an error for an inference-only parameter. */
   public Tensor grad() {
+    if (grad == null) throw new IllegalStateException(name + " is inference-only (loaded without a gradient)");
     return grad;
+  }
+
+  public boolean hasGrad() {
+    return grad != null;
   }
 
   /** Whether AdamW applies weight decay (not to norms, biases or embeddings by default). */
@@ -74,7 +83,7 @@ public final class Parameter implements AutoCloseable {
   @Override
   public void close() {
     value.close();
-    grad.close();
+    if (grad != null) grad.close();
   }
 
   @Override

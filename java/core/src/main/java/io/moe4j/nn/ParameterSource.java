@@ -2,7 +2,7 @@ package io.moe4j.nn;
 
 /**
  * Where the modules of a model get their parameters: fresh seeded values for training
- * ({@link RandomInit}) or the tensors of a checkpoint ({@link CheckpointWeights}). Modules only say
+ * ({@link RandomInit}) or the tensors of a checkpoint ({@code io.moe4j.io.CheckpointWeights}). Modules only say
  * what they need: the HF name, whether it is a matrix (random normal, weight decay) or a norm scale
  * (ones, no decay), and the shape.
  */

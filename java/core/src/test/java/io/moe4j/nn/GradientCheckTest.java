@@ -198,7 +198,7 @@ class GradientCheckTest {
       checkModule("moe " + c.routing() + " cf=" + c.capacityFactor() + " shared=" + c.numSharedExperts(), new Module() {
         public float[] forward(Tensor x, Scope saved) {
           float[] losses = new float[2];
-          float[] y = backend.toFloats(moe.forward(x, batch, seq, 0, saved, losses, new ArrayList<>()));
+          float[] y = backend.toFloats(moe.forward(x, batch, seq, 0, saved, losses, new ArrayList<>(), false));
           return y;
         }
 
