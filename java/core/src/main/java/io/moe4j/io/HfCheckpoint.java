@@ -1,0 +1,165 @@
+package io.moe4j.io;
+
+import io.moe4j.nn.ModelConfig;
+import io.moe4j.nn.Parameter;
+import io.moe4j.ops.Backend;
+import io.moe4j.tensor.DType;
+import io.moe4j.tensor.Tensor;
+import java.io.IOException;
+import java.io.UncheckedIOException;
+import java.nio.file.Files;
+import java.nio.file.LinkOption;
+import java.nio.file.Path;
+import java.util.ArrayList;
+import java.util.Arrays;
+import java.util.HashSet;
+import java.util.List;
+import java.util.Map;
+import java.util.Set;
+
+/**
+ * Hugging Face checkpoint directories: config.json, model.safetensors (or shards behind
+ * model.safetensors.index.json when reading), generation_config.json and whatever else the caller
+ * adds (tokenizer.json, ...). Stacked expert parameters ([E, ...], name with {@code {j}}) are stored
+ * as E separate HF tensors, slice j of dimension 0 under the name with {@code {j}} replaced by j.
+ *
+ * <p>Saving is all-or-nothing: everything is written and synced in a sibling temporary directory
+ * that is then renamed to the target. An existing target is first renamed aside (to
+ * {@code .<name>.old-*}), the new one renamed in, and the old one deleted; a crash leaves either
+ * the old or the new directory complete (if it strikes between the two renames, the old one is
+ * complete under its {@code .old-*} name).
+ */
+public final class HfCheckpoint {
+
+  private static final Set<String> RESERVED =
+      Set.of(HfConfig.FILE_NAME, TensorStore.SINGLE_FILE, TensorStore.INDEX_FILE, GenerationConfig.FILE_NAME);
+
+  private HfCheckpoint() {}
+
+  /** One HF tensor of a parameter: the whole value, or expert j's slice of a stacked one. */
+  private record Slot(String hfName, Parameter parameter, long elementOffset, long[] shape) {}
+
+  private static List<Slot> slots(List<Parameter> params) {
+    List<Slot> out = new ArrayList<>();
+    Set<String> seen = new HashSet<>();
+    for (Parameter p : params) {
+      Tensor v = p.value();
+      if (!p.stackedExperts()) {
+        out.add(new Slot(p.name(), p, 0, v.shape()));
+      } else {
+        if (v.rank() < 1)
+          throw new IllegalArgumentException("parameter " + p.name() + ": stacked expert weights need rank >= 1, got " + v);
+        long[] full = v.shape();
+        long[] slice = Arrays.copyOfRange(full, 1, full.length);
+        long sliceNumel = full[0] == 0 ? 0 : v.numel() / full[0];
+        for (long j = 0; j < full[0]; j++)
+          out.add(new Slot(p.name().replace(Parameter.EXPERT_INDEX, Long.toString(j)), p, j * sliceNumel, slice));
+      }
+    }
+    for (Slot s : out)
+      if (!seen.add(s.hfName())) throw new IllegalArgumentException("parameter tensor name '" + s.hfName() + "' occurs twice");
+    return out;
+  }
+
+  // ---- saving -------------------------------------------------------------------------------
+
+  /**
+   * Writes {@code dir} atomically. {@code weightsDtype} (F32, BF16 or F16) is the stored type of
+   * every parameter; {@code extraFiles} (plain file names → contents, may be empty) are written as
+   * they are.
+   */
+  public static void save(
+      Path dir, ModelConfig config, List<Parameter> params, Backend backend, DType weightsDtype, Map<String, byte[]> extraFiles) {
+    if (dir == null || config == null || params == null || backend == null)
+      throw new IllegalArgumentException("save: dir, config, params and backend must not be null");
+    if (weightsDtype == null || !weightsDtype.isFloatingPoint())
+      throw new IllegalArgumentException("save: weightsDtype must be F32, BF16 or F16, got " + weightsDtype);
+    Map<String, byte[]> extras = extraFiles == null ? Map.of() : extraFiles;
+    for (String name : extras.keySet()) {
+      if (name == null || name.isEmpty() || name.contains("/") || name.contains("\\") || name.startsWith("."))
+        throw new IllegalArgumentException("save: extra file names must be plain file names, got '" + name + "'");
+      if (RESERVED.contains(name))
+        throw new IllegalArgumentException("save: extra file '" + name + "' would replace the checkpoint's own " + name);
+    }
+    List<Slot> slots = slots(params);
+    Path target = dir.toAbsolutePath();
+    Path parent = target.getParent();
+    if (Files.exists(target, LinkOption.NOFOLLOW_LINKS) && !Files.isDirectory(target, LinkOption.NOFOLLOW_LINKS))
+      throw new IllegalArgumentException("save: " + dir + " exists and is not a directory");
+    Path temp = AtomicFiles.sibling(target, "tmp");
+    try {
+      Files.createDirectories(parent);
+      Files.createDirectory(temp);
+      HfConfig.write(config, temp.resolve(HfConfig.FILE_NAME), weightsDtype);
+      GenerationConfig.of(config).write(temp.resolve(GenerationConfig.FILE_NAME));
+      SafetensorsWriter writer = new SafetensorsWriter(temp.resolve(TensorStore.SINGLE_FILE));
+      for (Slot s : slots)
+        writer.add(s.hfName(), weightsDtype, s.parameter().value().view(s.elementOffset(), s.shape()), backend);
+      writer.write();
+      for (Map.Entry<String, byte[]> e : extras.entrySet()) AtomicFiles.writeBytes(temp.resolve(e.getKey()), e.getValue());
+      AtomicFiles.syncDirectory(temp);
+      swapIn(temp, target);
+    } catch (IOException e) {
+      AtomicFiles.deleteQuietly(temp);
+      throw new UncheckedIOException("cannot save checkpoint " + dir + ": " + e.getMessage(), e);
+    } catch (RuntimeException | Error e) {
+      AtomicFiles.deleteQuietly(temp);
+      throw e;
+    }
+  }
+
+  private static void swapIn(Path temp, Path target) throws IOException {
+    Path parent = target.getParent();
+    if (!Files.exists(target, LinkOption.NOFOLLOW_LINKS)) {
+      AtomicFiles.move(temp, target);
+      AtomicFiles.syncDirectory(parent);
+      return;
+    }
+    Path old = AtomicFiles.sibling(target, "old");
+    AtomicFiles.move(target, old);
+    try {
+      AtomicFiles.move(temp, target);
+    } catch (IOException e) {
+      AtomicFiles.move(old, target);
+      throw e;
+    }
+    AtomicFiles.syncDirectory(parent);
+    AtomicFiles.deleteRecursively(old);
+  }
+
+  // ---- loading ------------------------------------------------------------------------------
+
+  /** The model config of a checkpoint directory. */
+  public static ModelConfig readConfig(Path dir) {
+    return HfConfig.read(dir.resolve(HfConfig.FILE_NAME));
+  }
+
+  /**
+   * Copies every parameter's tensor(s) from {@code dir} (single file or sharded) into
+   * {@code parameter.value()}, converted to its dtype. All names and shapes are checked before
+   * anything is copied, so a mismatched checkpoint leaves the parameters as they were.
+   */
+  public static void loadInto(Path dir, List<Parameter> params, Backend backend) {
+    if (dir == null || params == null || backend == null)
+      throw new IllegalArgumentException("loadInto: dir, params and backend must not be null");
+    List<Slot> slots = slots(params);
+    try (TensorStore store = TensorStore.open(dir)) {
+      for (Slot s : slots) {
+        if (!store.contains(s.hfName()))
+          throw new IllegalArgumentException("checkpoint " + dir + ": tensor '" + s.hfName() + "' (parameter " + s.parameter().name()
+              + ", shape " + Arrays.toString(s.shape()) + ") is missing");
+        TensorInfo info = store.info(s.hfName());
+        if (!info.hasShape(s.shape()))
+          throw new IllegalArgumentException("checkpoint " + dir + ": tensor '" + s.hfName() + "' in " + store.fileOf(s.hfName())
+              + " has shape " + info.shape() + ", expected " + Arrays.toString(s.shape()) + " (parameter " + s.parameter().name() + ")");
+        if (!info.dtype().isFloatingPoint())
+          throw new IllegalArgumentException("checkpoint " + dir + ": tensor '" + s.hfName() + "' in " + store.fileOf(s.hfName())
+              + " is " + info.dtype() + ", expected F32, BF16 or F16");
+      }
+      for (Slot s : slots) {
+        Tensor part = s.parameter().value().view(s.elementOffset(), s.shape());
+        store.readInto(s.hfName(), part, backend);
+      }
+    }
+  }
+}
