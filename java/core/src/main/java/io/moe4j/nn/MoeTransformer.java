@@ -49,15 +49,28 @@ public final class MoeTransformer implements AutoCloseable {
   }
 
   /** A model whose parameters come from {@code params} (e.g. {@code io.moe4j.io.CheckpointWeights}). */
-  public MoeTransformer(Backend backend, ModelConfig config, ParameterSource params) {
+  public MoeTransformer(Backend backend, ModelConfig config, ParameterSource source) {
     this.backend = backend;
     this.config = config;
     this.timer = new OpTimer(backend);
-    embedding = params.create("model.embed_tokens.weight", ParameterSource.Kind.MATRIX, config.vocabSize(), config.hiddenSize());
-    for (int i = 0; i < config.numLayers(); i++) blocks.add(new DecoderBlock(backend, config, i, params, timer));
-    finalNorm = new RmsNorm(backend, params.create("model.norm.weight", ParameterSource.Kind.NORM, config.hiddenSize()), config.rmsNormEps());
-    lmHead = config.tieWordEmbeddings() ? embedding
-        : params.create("lm_head.weight", ParameterSource.Kind.MATRIX, config.vocabSize(), config.hiddenSize());
+    List<Parameter> created = new ArrayList<>();
+    ParameterSource params = (name, kind, shape) -> {
+      Parameter p = source.create(name, kind, shape);
+      created.add(p);
+      return p;
+    };
+    try {
+      embedding = params.create("model.embed_tokens.weight", ParameterSource.Kind.MATRIX, config.vocabSize(),
+          config.hiddenSize());
+      for (int i = 0; i < config.numLayers(); i++) blocks.add(new DecoderBlock(backend, config, i, params, timer));
+      finalNorm = new RmsNorm(backend, params.create("model.norm.weight", ParameterSource.Kind.NORM, config.hiddenSize()),
+          config.rmsNormEps());
+      lmHead = config.tieWordEmbeddings() ? embedding
+          : params.create("lm_head.weight", ParameterSource.Kind.MATRIX, config.vocabSize(), config.hiddenSize());
+    } catch (RuntimeException e) {
+      created.forEach(Parameter::close); // a failed load (missing or mis-shaped tensor) leaks nothing
+      throw e;
+    }
   }
 
   public ModelConfig config() {
