@@ -68,8 +68,11 @@ public final class LoadedModel implements AutoCloseable {
    * Decode is memory-bound, so bandwidth / this is the tokens/s ceiling at batch 1.
    */
   public long activeWeightBytesPerToken() {
-    ModelConfig c = config();
-    long element = model.parameter("model.embed_tokens.weight").value().dtype().size();
+    return activeWeightBytesPerToken(config(), model.parameter("model.embed_tokens.weight").value().dtype().size());
+  }
+
+  /** {@link #activeWeightBytesPerToken()} for any config whose matrices take {@code element} bytes each. */
+  public static long activeWeightBytesPerToken(ModelConfig c, long element) {
     long h = c.hiddenSize();
     long qWidth = (long) c.numHeads() * c.headDim();
     long kvWidth = (long) c.numKvHeads() * c.headDim();
