@@ -24,10 +24,11 @@ import java.util.Set;
  * as E separate HF tensors, slice j of dimension 0 under the name with {@code {j}} replaced by j.
  *
  * <p>Saving is all-or-nothing: everything is written and synced in a sibling temporary directory
- * that is then renamed to the target. An existing target is first renamed aside (to
- * {@code .<name>.old-*}), the new one renamed in, and the old one deleted; a crash leaves either
- * the old or the new directory complete (if it strikes between the two renames, the old one is
- * complete under its {@code .old-*} name).
+ * that is then renamed to the target. An existing target is swapped with the new directory in one
+ * atomic renameat2(RENAME_EXCHANGE) on Linux and then deleted; where that is unavailable it is
+ * renamed aside (to {@code .<name>.old-*}), the new one renamed in, and the old one deleted. A crash
+ * leaves either the old or the new directory complete (on the fallback path, a crash between the
+ * two renames leaves the old one complete under its {@code .old-*} name).
  */
 public final class HfCheckpoint {
 
@@ -98,7 +99,7 @@ public final class HfCheckpoint {
       writer.write();
       for (Map.Entry<String, byte[]> e : extras.entrySet()) AtomicFiles.writeBytes(temp.resolve(e.getKey()), e.getValue());
       AtomicFiles.syncDirectory(temp);
-      swapIn(temp, target);
+      swapIn(temp, target, true);
     } catch (IOException e) {
       AtomicFiles.deleteQuietly(temp);
       throw new UncheckedIOException("cannot save checkpoint " + dir + ": " + e.getMessage(), e);
@@ -108,11 +109,21 @@ public final class HfCheckpoint {
     }
   }
 
-  private static void swapIn(Path temp, Path target) throws IOException {
+  /**
+   * Puts the finished {@code temp} directory at {@code target}: a plain rename when there is none
+   * yet; else an atomic exchange where the platform has one ({@code exchange}), or the old directory
+   * renamed aside and the new one renamed in. The old one is deleted last.
+   */
+  static void swapIn(Path temp, Path target, boolean exchange) throws IOException {
     Path parent = target.getParent();
     if (!Files.exists(target, LinkOption.NOFOLLOW_LINKS)) {
       AtomicFiles.move(temp, target);
       AtomicFiles.syncDirectory(parent);
+      return;
+    }
+    if (exchange && DirectorySwap.exchange(temp, target)) {
+      AtomicFiles.syncDirectory(parent);
+      AtomicFiles.deleteRecursively(temp); // holds the old checkpoint now
       return;
     }
     Path old = AtomicFiles.sibling(target, "old");

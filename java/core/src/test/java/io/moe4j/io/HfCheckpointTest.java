@@ -195,6 +195,33 @@ class HfCheckpointTest {
   }
 
   @Test
+  void bothReplacementPathsLeaveOnlyTheNewDirectory() throws IOException {
+    for (boolean exchange : new boolean[] {true, false}) {
+      Path target = tmp.resolve("target-" + exchange);
+      Files.createDirectories(target);
+      Files.writeString(target.resolve("a.txt"), "old");
+      Path fresh = tmp.resolve(".fresh-" + exchange);
+      Files.createDirectories(fresh);
+      Files.writeString(fresh.resolve("b.txt"), "new");
+      HfCheckpoint.swapIn(fresh, target, exchange);
+      assertEquals(Set.of("b.txt"), listing(target));
+      assertFalse(Files.exists(fresh));
+    }
+    assertEquals(Set.of("target-true", "target-false"), listing(tmp), "old directories deleted");
+  }
+
+  @Test
+  void exchangeSwapsTwoDirectoriesAtomically() throws IOException {
+    Path a = Files.createDirectories(tmp.resolve("a"));
+    Path b = Files.createDirectories(tmp.resolve("b"));
+    Files.writeString(a.resolve("in-a"), "1");
+    Files.writeString(b.resolve("in-b"), "2");
+    org.junit.jupiter.api.Assumptions.assumeTrue(DirectorySwap.exchange(a, b), "renameat2(RENAME_EXCHANGE) unsupported here");
+    assertEquals(Set.of("in-b"), listing(a));
+    assertEquals(Set.of("in-a"), listing(b));
+  }
+
+  @Test
   void failedSaveLeavesTheOldCheckpoint() throws IOException {
     Path dir = tmp.resolve("ckpt");
     List<Parameter> first = model(50);
