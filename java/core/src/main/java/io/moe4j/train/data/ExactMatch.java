@@ -28,12 +28,20 @@ public final class ExactMatch {
     public record Prediction(Example example, String output, boolean correct) {}
 
     private final Tokenizer tokenizer;
+    private final TaskSizes sizes;
 
+    /** For examples at {@link TaskSizes#DEFAULT}. */
     public ExactMatch(Tokenizer tokenizer) {
-        if (tokenizer == null) {
-            throw new IllegalArgumentException("tokenizer must not be null");
+        this(tokenizer, TaskSizes.DEFAULT);
+    }
+
+    /** For examples drawn at {@code sizes} (they bound the generation budget). */
+    public ExactMatch(Tokenizer tokenizer, TaskSizes sizes) {
+        if (tokenizer == null || sizes == null) {
+            throw new IllegalArgumentException("tokenizer and sizes must not be null");
         }
         this.tokenizer = tokenizer;
+        this.sizes = sizes;
     }
 
     /** Accuracy in [0, 1] per task that occurs in {@code examples}. */
@@ -48,7 +56,7 @@ public final class ExactMatch {
         }
         List<Prediction> predictions = new ArrayList<>(examples.size());
         for (Example example : examples) {
-            int maxNewTokens = example.task().maxAnswerChars() + 1;
+            int maxNewTokens = example.task().maxAnswerChars(sizes) + 1;
             int[] generated = generator.greedy(example.promptTokens(), maxNewTokens, tokenizer.eosId());
             if (generated == null) {
                 throw new IllegalStateException("generator returned null for " + example);

@@ -21,7 +21,7 @@ import java.util.StringJoiner;
  * <p>The only state is one {@link SplitMix64}: {@link #position()} and {@link #restore(long)} resume
  * the stream exactly. Not thread-safe.
  */
-public final class SyntheticTasks {
+public final class SyntheticTasks implements BatchSource {
 
     private static final int HELD_OUT_MODULUS = 10;
     private static final long FNV_OFFSET = 0xCBF29CE484222325L;
@@ -29,18 +29,25 @@ public final class SyntheticTasks {
 
     private final Tokenizer tokenizer;
     private final List<SyntheticTask> tasks;
+    private final TaskSizes sizes;
     private final int seqLen;
     private final SplitMix64 rng;
 
+    /** The tasks at {@link TaskSizes#DEFAULT}. */
+    public SyntheticTasks(Tokenizer tokenizer, Set<SyntheticTask> tasks, int seqLen, long seed) {
+        this(tokenizer, tasks, TaskSizes.DEFAULT, seqLen, seed);
+    }
+
     /**
      * @param tasks  the tasks to draw from, each with equal probability
+     * @param sizes  how long inputs may be
      * @param seqLen row length; must hold the longest example of every chosen task minus one token
      *               (inputs are the example without its last token, targets without its first)
      * @param seed   initial state of the data stream
      */
-    public SyntheticTasks(Tokenizer tokenizer, Set<SyntheticTask> tasks, int seqLen, long seed) {
-        if (tokenizer == null) {
-            throw new IllegalArgumentException("tokenizer must not be null");
+    public SyntheticTasks(Tokenizer tokenizer, Set<SyntheticTask> tasks, TaskSizes sizes, int seqLen, long seed) {
+        if (tokenizer == null || sizes == null) {
+            throw new IllegalArgumentException("tokenizer and sizes must not be null");
         }
         if (tasks == null || tasks.isEmpty()) {
             throw new IllegalArgumentException("tasks must name at least one SyntheticTask, got " + tasks);
@@ -48,11 +55,12 @@ public final class SyntheticTasks {
         this.tokenizer = tokenizer;
         // Enum order, not the caller's set order, so the same task set always gives the same stream.
         this.tasks = List.copyOf(EnumSet.copyOf(tasks));
-        int needed = requiredSeqLen(this.tasks);
+        this.sizes = sizes;
+        int needed = requiredSeqLen(this.tasks, sizes);
         if (seqLen < needed) {
             StringJoiner each = new StringJoiner(", ");
             for (SyntheticTask task : this.tasks) {
-                each.add(task + " needs " + requiredSeqLen(List.of(task)));
+                each.add(task + " needs " + requiredSeqLen(List.of(task), sizes));
             }
             throw new IllegalArgumentException("seqLen must be >= " + needed + " for tasks " + this.tasks
                     + " (" + each + "), got " + seqLen);
@@ -61,16 +69,21 @@ public final class SyntheticTasks {
         this.rng = new SplitMix64(seed);
     }
 
+    /** {@link #requiredSeqLen(Iterable, TaskSizes)} at {@link TaskSizes#DEFAULT}. */
+    public static int requiredSeqLen(Iterable<SyntheticTask> tasks) {
+        return requiredSeqLen(tasks, TaskSizes.DEFAULT);
+    }
+
     /**
      * Smallest seqLen that holds every example of {@code tasks}: bos + longest prompt + longest answer
      * + eos, less the one token that is only a target. Prompts and answers are ASCII, so a byte-level
      * tokenizer gives one token per character; subword tokenizers give no more.
      */
-    public static int requiredSeqLen(Iterable<SyntheticTask> tasks) {
+    public static int requiredSeqLen(Iterable<SyntheticTask> tasks, TaskSizes sizes) {
         int needed = 0;
         for (SyntheticTask task : tasks) {
             // bos + prompt + answer + eos tokens, less one: the last token is only ever a target.
-            needed = Math.max(needed, 1 + task.maxPromptChars() + task.maxAnswerChars());
+            needed = Math.max(needed, 1 + task.maxPromptChars(sizes) + task.maxAnswerChars(sizes));
         }
         return needed;
     }
@@ -88,6 +101,11 @@ public final class SyntheticTasks {
         return tasks;
     }
 
+    public TaskSizes sizes() {
+        return sizes;
+    }
+
+    @Override
     public int seqLen() {
         return seqLen;
     }
@@ -96,7 +114,7 @@ public final class SyntheticTasks {
     public Example nextExample() {
         SyntheticTask task = tasks.get(rng.nextInt(tasks.size()));
         while (true) {
-            SyntheticTask.PromptAndAnswer drawn = task.sample(rng);
+            SyntheticTask.PromptAndAnswer drawn = task.sample(rng, sizes);
             if (!isHeldOut(drawn.prompt())) {
                 return example(task, drawn);
             }
@@ -104,6 +122,7 @@ public final class SyntheticTasks {
     }
 
     /** {@code batchSize} training examples, one per row, padded with pad ids to seqLen. */
+    @Override
     public Batch nextBatch(int batchSize) {
         if (batchSize <= 0) {
             throw new IllegalArgumentException("batchSize must be > 0, got " + batchSize);
@@ -153,14 +172,14 @@ public final class SyntheticTasks {
         for (SyntheticTask task : tasks) {
             SplitMix64 taskRng = new SplitMix64(SplitMix64.mix(seed) ^ SplitMix64.mix(task.id() + 1L));
             Set<String> seen = new LinkedHashSet<>();
-            // About one draw in ten is held out, and every task has over 10^5 held-out prompts.
+            // About one draw in ten is held out; tiny TaskSizes may have fewer than perTask such prompts.
             long attemptsLeft = 1000L * perTask + 100_000L;
             while (seen.size() < perTask) {
                 if (attemptsLeft-- == 0) {
                     throw new IllegalArgumentException("perTask = " + perTask + " is more distinct held-out "
                             + task + " prompts than could be found; found " + seen.size());
                 }
-                SyntheticTask.PromptAndAnswer drawn = task.sample(taskRng);
+                SyntheticTask.PromptAndAnswer drawn = task.sample(taskRng, sizes);
                 if (isHeldOut(drawn.prompt()) && seen.add(drawn.prompt())) {
                     examples.add(example(task, drawn));
                 }
@@ -169,11 +188,12 @@ public final class SyntheticTasks {
         return examples;
     }
 
-    /** The stream's position; {@link #restore(long)} with it continues identically. */
+    @Override
     public long position() {
         return rng.state();
     }
 
+    @Override
     public void restore(long position) {
         rng.restore(position);
     }

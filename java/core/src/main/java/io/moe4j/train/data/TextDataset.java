@@ -20,7 +20,7 @@ import java.util.List;
  * <p>The only state is one {@link SplitMix64}: {@link #position()} and {@link #restore(long)} resume
  * exactly. Not thread-safe.
  */
-public final class TextDataset {
+public final class TextDataset implements BatchSource {
 
     private static final double VALIDATION_FRACTION = 0.1;
 
@@ -90,6 +90,7 @@ public final class TextDataset {
         return all;
     }
 
+    @Override
     public int seqLen() {
         return seqLen;
     }
@@ -155,11 +156,18 @@ public final class TextDataset {
         return ids;
     }
 
-    /** The training stream's position; {@link #restore(long)} with it continues identically. */
+    /** Training batches: the same as {@link #nextTrainBatch}. */
+    @Override
+    public Batch nextBatch(int batchSize) {
+        return nextTrainBatch(batchSize);
+    }
+
+    @Override
     public long position() {
         return rng.state();
     }
 
+    @Override
     public void restore(long position) {
         rng.restore(position);
     }

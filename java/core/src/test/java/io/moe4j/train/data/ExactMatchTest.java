@@ -103,6 +103,10 @@ class ExactMatchTest {
         assertTrue(Arrays.equals(add.promptTokens(), prompts.get(0)));
         // The longest answer of the task plus eos, not the length of this answer.
         assertEquals(List.of(5, 9), budgets);
+
+        budgets.clear();
+        new ExactMatch(TOKENIZER, new TaskSizes(2, 1, 5)).predict(List.of(add, sort), recording);
+        assertEquals(List.of(4, 6), budgets);
         assertEquals("", predictions.get(0).output());
         assertFalse(predictions.get(0).correct());
     }
@@ -125,5 +129,6 @@ class ExactMatchTest {
         assertTrue(tooLong.getMessage().contains("at most 5"), tooLong.getMessage());
         assertThrows(IllegalStateException.class, () -> exactMatch.evaluate(List.of(add), (p, max, eos) -> null));
         assertThrows(IllegalArgumentException.class, () -> new ExactMatch(null));
+        assertThrows(IllegalArgumentException.class, () -> new ExactMatch(TOKENIZER, null));
     }
 }

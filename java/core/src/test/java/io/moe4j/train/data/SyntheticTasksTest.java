@@ -268,6 +268,58 @@ class SyntheticTasksTest {
         assertThrows(IllegalArgumentException.class, () -> data.heldOut(0, 1));
     }
 
+    @Test
+    void taskSizesBoundInputsAndSeqLen() {
+        TaskSizes small = new TaskSizes(1, 2, 4);
+        // "copy:" + 4 letters + "=" + 4 letters + bos, eos less one.
+        assertEquals(1 + 10 + 4, SyntheticTasks.requiredSeqLen(List.of(SyntheticTask.COPY), small));
+        assertEquals(1 + 8 + 2, SyntheticTasks.requiredSeqLen(List.of(SyntheticTask.ADD), small));
+        SyntheticTasks data = new SyntheticTasks(TOKENIZER, ALL, small, 15, 4);
+        assertEquals(small, data.sizes());
+        Set<Integer> lengths = new HashSet<>();
+        for (int i = 0; i < 2000; i++) {
+            Example e = data.nextExample();
+            String input = e.prompt().substring(e.task().prefix().length(), e.prompt().length() - 1);
+            if (e.task() == SyntheticTask.ADD) {
+                assertTrue(input.matches("[0-9]\\+[0-9]"), e.prompt());
+            } else {
+                assertTrue(input.matches("[a-j]{2,4}"), e.prompt());
+                lengths.add(input.length());
+            }
+            assertEquals(expectedAnswer(e.prompt()), e.answer());
+        }
+        assertEquals(Set.of(2, 3, 4), lengths);
+
+        TaskSizes large = new TaskSizes(9, 10, 20);
+        SyntheticTasks hard = new SyntheticTasks(TOKENIZER, Set.of(SyntheticTask.ADD, SyntheticTask.SORT), large,
+                SyntheticTasks.requiredSeqLen(List.of(SyntheticTask.ADD, SyntheticTask.SORT), large), 4);
+        boolean sawNineDigits = false;
+        for (int i = 0; i < 2000; i++) {
+            Example e = hard.nextExample();
+            assertEquals(expectedAnswer(e.prompt()), e.answer());
+            sawNineDigits |= e.prompt().matches("add:[0-9]{9}\\+.*");
+        }
+        assertTrue(sawNineDigits);
+        hard.nextBatch(64);
+
+        IllegalArgumentException e = assertThrows(IllegalArgumentException.class, () -> new TaskSizes(0, 3, 8));
+        assertTrue(e.getMessage().contains("maxDigits"), e.getMessage());
+        assertThrows(IllegalArgumentException.class, () -> new TaskSizes(10, 3, 8));
+        assertThrows(IllegalArgumentException.class, () -> new TaskSizes(3, 5, 4));
+        assertThrows(IllegalArgumentException.class, () -> new TaskSizes(3, 0, 4));
+        assertThrows(IllegalArgumentException.class, () -> new TaskSizes(3, 1, 65));
+    }
+
+    @Test
+    void bothDatasetsServeAsBatchSources() {
+        BatchSource source = dataset(ALL, 8);
+        long start = source.position();
+        Batch first = source.nextBatch(4);
+        source.restore(start);
+        assertArrayEquals(first.tokens(), source.nextBatch(4).tokens());
+        assertEquals(SEQ_LEN, source.seqLen());
+    }
+
     private static void assertLetters(String s) {
         assertTrue(s.matches("[a-j]{3,8}"), s);
     }

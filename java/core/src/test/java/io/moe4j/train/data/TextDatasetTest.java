@@ -12,7 +12,9 @@ import java.nio.file.Files;
 import java.nio.file.Path;
 import java.util.ArrayList;
 import java.util.Arrays;
+import java.util.HashSet;
 import java.util.List;
+import java.util.Set;
 import org.junit.jupiter.api.Test;
 import org.junit.jupiter.api.io.TempDir;
 
@@ -84,9 +86,12 @@ class TextDatasetTest {
 
     @Test
     void trainingWindowsAreShiftedSlicesOfTheTrainingPart() throws IOException {
-        String a = text("gamma", 60);
-        int[] stream = expectedStream(a);
-        TextDataset data = new TextDataset(List.of(write("a.txt", a)), TOKENIZER, 32, 5);
+        String a = text("gamma", 30);
+        String b = text("zeta", 30);
+        int[] stream = expectedStream(a, b);
+        TextDataset data = new TextDataset(List.of(write("a.txt", a), write("b.txt", b)), TOKENIZER, 32, 5);
+        int separator = a.getBytes(StandardCharsets.UTF_8).length;
+        int acrossFiles = 0;
         int lastStart = -1;
         int firstStart = Integer.MAX_VALUE;
         for (int step = 0; step < 300; step++) {
@@ -99,9 +104,11 @@ class TextDatasetTest {
                 int start = findWindow(stream, inputs, targets, data.trainTokens());
                 assertTrue(start >= 0, "window is not a slice of the training part");
                 lastStart = Math.max(lastStart, start);
+                acrossFiles += start <= separator && separator <= start + 32 ? 1 : 0;
                 firstStart = Math.min(firstStart, start);
             }
         }
+        assertTrue(acrossFiles > 0, "some window spans the eos between the files");
         // Windows reach both ends of the training part, never into validation.
         assertTrue(firstStart < 40 && lastStart > data.trainTokens() - 33 - 40, firstStart + " " + lastStart);
         assertTrue(lastStart + 33 <= data.trainTokens());
@@ -148,10 +155,16 @@ class TextDatasetTest {
         assertEquals(15, data.trainTokens());
         assertEquals(1, data.validationBatches(8).size());
         assertEquals("pqrstuvwxy", TOKENIZER.decode(data.validationBatches(8).get(0).tokens()));
-        for (int i = 0; i < 50; i++) {
-            String window = TOKENIZER.decode(data.nextTrainBatch(1).tokens());
-            assertTrue(small.substring(0, 15).contains(window) && window.length() == 10, window);
+        Set<String> windows = new HashSet<>();
+        for (int i = 0; i < 200; i++) {
+            Batch batch = data.nextTrainBatch(1);
+            int[] targets = batch.targets();
+            String window = TOKENIZER.decode(batch.tokens()) + (char) targets[targets.length - 1];
+            assertTrue(small.substring(0, 15).contains(window) && window.length() == 11, window);
+            windows.add(window);
         }
+        // Every one of the 5 windows that fit in the 15 training tokens, and no other.
+        assertEquals(Set.of("abcdefghijk", "bcdefghijkl", "cdefghijklm", "defghijklmn", "efghijklmno"), windows);
     }
 
     @Test
