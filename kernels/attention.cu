@@ -5,32 +5,44 @@
  * same MOE4J_HD helpers the twin uses, so both agree on which keys a query sees); argument rules:
  * native/src/attention_args.h (check_attention_forward / _backward, shared with the twin).
  *
- * Layouts: q, out, dout, dq [B, S, Hq, D]; k, v, dk, dv [B, S, Hkv, D]; lse F32 [B, Hq, S]. GQA:
- * query head h reads kv head h / (Hq / Hkv). Query i sees key j iff attn_allowed(i, j, causal, w)
- * with w = attn_window(window, S).
+ * Layouts (moe4j.h): uniform (cu_seqlens == NULL) q, out, dout, dq [B, S, Hq, D]; k, v, dk, dv
+ * [B, S, Hkv, D]; lse F32 [B, Hq, S]. Varlen (cu_seqlens: device I32 [B + 1], seq = T packed
+ * tokens): the same tensors as [T, H, D], lse [Hq, T]. GQA: query head h reads kv head
+ * h / (Hq / Hkv). Query i sees key j (positions in their sequence) iff
+ * attn_allowed(i, j, causal, w) with w = attn_window(window, len) of that sequence.
+ *
+ * Rows: in both layouts the lse index r of (sequence, head h, position i) enumerates the query
+ * rows — uniform r = (b * Hq + h) * S + i, varlen r = h * T + t — so the reference kernels run one
+ * thread per r and locate_row() turns r into (sequence, h, i): directly for a uniform batch, by a
+ * binary search of cu_seqlens (attn_find_sequence, O(log B) reads) for a varlen one. cu_seqlens is
+ * device memory the host never reads: every offset is clamped to [0, T] and a row that lies in no
+ * sequence (only for an invalid cu_seqlens) is handled as an empty sequence of its own (out = 0,
+ * lse = -inf, zero gradients), so no access leaves the buffers.
  *
  * THIS FILE HOLDS ONLY THE SIMPLE REFERENCE KERNELS (one thread per output row, plain loops, f32
  * accumulation, obviously correct, slow). The next step is the FlashAttention-2 mma.sync kernel
  * (Q tile in registers, K/V tiles streamed through shared memory, tiles from attention_tiles.h);
- * once it exists the launchers select it over these, and these stay reachable through
- * moe4j_cuda_use_reference_kernels(1) to check it. Until then both settings run the *_ref kernels.
+ * once it exists forward_launch / backward_launch (the one dispatch point per direction) select it
+ * over these, and these stay reachable through moe4j_cuda_use_reference_kernels(1) to check it.
+ * Until then both settings run the *_ref kernels.
  *
  * Kernels:
- *   attention_forward_ref: one thread per (b, q head h, query i). Online softmax over the visible
- *     keys j in ascending order: s = scale * (q_i . k_j) (f32, d order); raise the running max m
- *     (rescaling the sum l and the accumulator acc[D] by exp(m_old - m_new), softmax_math.h), then
- *     p = exp(s - m), l += p, acc += p * v_j. out = acc / l (rounded once), lse = m + log(l).
- *     A row with no visible key: out = 0, lse = -inf.
- *   attention_backward_dq_ref: one thread per (b, q head h, query i). D_i = Σ_d dO·O (f32, d order);
+ *   attention_forward_ref: one thread per query row (sequence, q head h, query i). Online softmax
+ *     over the visible keys j in ascending order: s = scale * (q_i . k_j) (f32, d order); raise
+ *     the running max m (rescaling the sum l and the accumulator acc[D] by exp(m_old - m_new),
+ *     softmax_math.h), then p = exp(s - m), l += p, acc += p * v_j. out = acc / l (rounded once),
+ *     lse = m + log(l). A row with no visible key: out = 0, lse = -inf.
+ *   attention_backward_dq_ref: one thread per query row. D_i = Σ_d dO·O (f32, d order);
  *     then over the visible keys j in order: p = exp(scale * q_i.k_j − lse_i), dp = dO_i . v_j,
  *     ds = p (dp − D_i), dq += ds * k_j; dq = scale * dq, rounded once.
- *   attention_backward_dkv_ref: one thread per (b, kv head, key j). For the group's query heads h in
- *     order and the queries i that see j in order: D_i recomputed inline (no scratch exists: the
- *     same Σ_d dO·O loop as dq_ref, so both kernels use bitwise the same D_i), p, dp, ds as above;
- *     dv += p * dO_i, dk += ds * q_i; dk = scale * dk, dv rounded once. GQA gradients are thereby
- *     summed over the group's query heads, in head order.
+ *   attention_backward_dkv_ref: one thread per key row (sequence, kv head, key j). For the
+ *     group's query heads h in order and the queries i that see j in order: D_i recomputed inline
+ *     (the same Σ_d dO·O loop as dq_ref, so both kernels use bitwise the same D_i), p, dp, ds as
+ *     above; dv += p * dO_i, dk += ds * q_i; dk = scale * dk, dv rounded once. GQA gradients are
+ *     thereby summed over the group's query heads, in head order.
  *   Every output element is owned by one thread and summed in a fixed order: deterministic, no
- *   atomics, no scratch memory, dq/dk/dv overwritten.
+ *   atomics, no scratch memory (the caller's workspace is for the FA2 backward's D_i), dq/dk/dv
+ *   overwritten.
  *
  * Stack use: each thread keeps f32 accumulators of kAttnMaxHeadDim (256) floats in local memory —
  * forward acc[256] (1 KiB), dq acc[256] (1 KiB), dkv dk[256] + dv[256] (2 KiB). Local memory is
@@ -40,7 +52,7 @@
  * Numerics vs the CPU twin: the same f32 formulas, but the twin sums tile-wise (its online softmax
  * rescales per 64-key tile, the kernel per key) so results agree to f32 rounding, not bitwise.
  *
- * Limits: B * Hq * S and B * Hkv * S < 2^31 threads (checked in the launchers).
+ * Limits: tokens * Hq < 2^31 threads (tokens = B * S or T; checked in the launchers).
  */
 #include <math.h>
 #include <stdint.h>
@@ -58,10 +70,9 @@ namespace {
 constexpr int kAttnRefThreads = 128;
 constexpr int kMaxD = (int)kAttnMaxHeadDim;
 
-/* Element (b, t, h, 0) of a [B, S, H, D] tensor. */
-__device__ __forceinline__ int64_t row_offset(int64_t b, int64_t t, int64_t h, int64_t seq,
-                                              int64_t heads, int D) {
-  return ((b * seq + t) * heads + h) * (int64_t)D;
+/* Element (token, h, 0) of a [tokens, H, D] tensor (a uniform batch's token b * S + i). */
+__device__ __forceinline__ int64_t row_offset(int64_t token, int64_t h, int64_t heads, int D) {
+  return (token * heads + h) * (int64_t)D;
 }
 
 /* f32 dot product of two rows of D elements, summed in d order. */
@@ -72,37 +83,55 @@ __device__ __forceinline__ float row_dot(const T *a, const T *b, int D) {
   return acc;
 }
 
+/* Row r of a tensor with `heads` heads (r = lse index for heads = Hq): its sequence, head and
+ * position in the sequence. A row in no sequence becomes position 0 of an empty sequence that
+ * starts at its own token (see the file comment). */
+struct RowPos {
+  AttnSeq s;
+  int64_t h, i;
+};
+
+__device__ __forceinline__ RowPos locate_row(int64_t r, const int32_t *cu, int64_t batch,
+                                             int64_t seq, int64_t heads, int64_t q_heads) {
+  const int64_t pos = r % seq, hh = r / seq;
+  if (cu == nullptr)
+    return RowPos{attn_sequence(nullptr, hh / heads, seq, q_heads), hh % heads, pos};
+  const int64_t b = attn_find_sequence(cu, batch, seq, pos);
+  if (b < 0) return RowPos{AttnSeq{pos, 0, pos}, hh, 0};
+  const AttnSeq s = attn_sequence(cu, b, seq, q_heads);
+  return RowPos{s, hh, pos - s.start};
+}
+
 /* ---- forward ------------------------------------------------------------------------------ */
 
-/* thread r = (b * Hq + h) * S + i (the lse index). */
+/* thread r = the lse index of the query row. */
 template <typename T>
 __global__ void __launch_bounds__(kAttnRefThreads)
-attention_forward_ref(const T *q, const T *k, const T *v, T *out, float *lse, int64_t batch,
-                      int64_t seq, int q_heads, int kv_heads, int D, bool causal, int64_t w,
-                      float scale) {
+attention_forward_ref(const T *q, const T *k, const T *v, T *out, float *lse, const int32_t *cu,
+                      int64_t batch, int64_t seq, int64_t rows, int q_heads, int kv_heads, int D,
+                      bool causal, int64_t window, float scale) {
   const int64_t r = blockIdx.x * (int64_t)blockDim.x + threadIdx.x;
-  if (r >= batch * q_heads * seq) return;
-  const int64_t i = r % seq, bh = r / seq;
-  const int64_t h = bh % q_heads, b = bh / q_heads;
-  const int64_t kvh = h / (q_heads / kv_heads);
-  const T *qr = q + row_offset(b, i, h, seq, q_heads, D);
+  if (r >= rows) return;
+  const RowPos p = locate_row(r, cu, batch, seq, q_heads, q_heads);
+  const int64_t kvh = p.h / (q_heads / kv_heads), w = attn_window(window, p.s.len);
+  const T *qr = q + row_offset(p.s.start + p.i, p.h, q_heads, D);
   float acc[kMaxD];
   for (int d = 0; d < D; d++) acc[d] = 0.0f;
   SoftmaxStats st = softmax_stats_empty();
-  for (int64_t j = 0; j < seq; j++) {
-    if (!attn_allowed(i, j, causal, w)) continue;
-    const int64_t kvo = row_offset(b, j, kvh, seq, kv_heads, D);
+  for (int64_t j = 0; j < p.s.len; j++) {
+    if (!attn_allowed(p.i, j, causal, w)) continue;
+    const int64_t kvo = row_offset(p.s.start + j, kvh, kv_heads, D);
     const float s = scale * row_dot(qr, k + kvo, D);
     const float m = fmaxf(st.max, s);
     const float alpha = softmax_rescale(st.max, m);
     st.sum *= alpha;
     st.max = m;
-    const float p = softmax_exp(s, m);
-    st.sum += p;
+    const float pj = softmax_exp(s, m);
+    st.sum += pj;
     const T *vr = v + kvo;
-    for (int d = 0; d < D; d++) acc[d] = acc[d] * alpha + p * to_f32(vr[d]);
+    for (int d = 0; d < D; d++) acc[d] = acc[d] * alpha + pj * to_f32(vr[d]);
   }
-  T *orow = out + row_offset(b, i, h, seq, q_heads, D);
+  T *orow = out + row_offset(p.s.start + p.i, p.h, q_heads, D);
   if (st.sum == 0.0f) { /* no visible key */
     for (int d = 0; d < D; d++) orow[d] = from_f32<T>(0.0f);
     lse[r] = -INFINITY;
@@ -119,65 +148,65 @@ __device__ __forceinline__ float recompute_p(float qk, float scale, float l) {
   return l == -INFINITY ? 0.0f : expf(scale * qk - l);
 }
 
-/* thread r = (b * Hq + h) * S + i. */
+/* thread r = the lse index of the query row. */
 template <typename T>
 __global__ void __launch_bounds__(kAttnRefThreads)
 attention_backward_dq_ref(const T *q, const T *k, const T *v, const T *out, const T *dout,
-                          const float *lse, T *dq, int64_t batch, int64_t seq, int q_heads,
-                          int kv_heads, int D, bool causal, int64_t w, float scale) {
+                          const float *lse, T *dq, const int32_t *cu, int64_t batch, int64_t seq,
+                          int64_t rows, int q_heads, int kv_heads, int D, bool causal,
+                          int64_t window, float scale) {
   const int64_t r = blockIdx.x * (int64_t)blockDim.x + threadIdx.x;
-  if (r >= batch * q_heads * seq) return;
-  const int64_t i = r % seq, bh = r / seq;
-  const int64_t h = bh % q_heads, b = bh / q_heads;
-  const int64_t kvh = h / (q_heads / kv_heads);
-  const int64_t qo = row_offset(b, i, h, seq, q_heads, D);
+  if (r >= rows) return;
+  const RowPos p = locate_row(r, cu, batch, seq, q_heads, q_heads);
+  const int64_t kvh = p.h / (q_heads / kv_heads), w = attn_window(window, p.s.len);
+  const int64_t qo = row_offset(p.s.start + p.i, p.h, q_heads, D);
   const T *qr = q + qo, *gr = dout + qo;
   const float di = row_dot(gr, out + qo, D); /* Σ_d dO·O, d order */
   const float l = lse[r];
   float acc[kMaxD];
   for (int d = 0; d < D; d++) acc[d] = 0.0f;
-  for (int64_t j = 0; j < seq; j++) {
-    if (!attn_allowed(i, j, causal, w)) continue;
-    const int64_t kvo = row_offset(b, j, kvh, seq, kv_heads, D);
+  for (int64_t j = 0; j < p.s.len; j++) {
+    if (!attn_allowed(p.i, j, causal, w)) continue;
+    const int64_t kvo = row_offset(p.s.start + j, kvh, kv_heads, D);
     const T *kr = k + kvo;
-    const float p = recompute_p(row_dot(qr, kr, D), scale, l);
+    const float pj = recompute_p(row_dot(qr, kr, D), scale, l);
     const float dp = row_dot(gr, v + kvo, D);
-    const float ds = p * (dp - di);
+    const float ds = pj * (dp - di);
     for (int d = 0; d < D; d++) acc[d] += ds * to_f32(kr[d]);
   }
   T *o = dq + qo;
   for (int d = 0; d < D; d++) o[d] = from_f32<T>(acc[d] * scale);
 }
 
-/* thread r = (b * Hkv + kvh) * S + j. */
+/* thread r = key row: uniform (b * Hkv + kvh) * S + j, varlen kvh * T + t. */
 template <typename T>
 __global__ void __launch_bounds__(kAttnRefThreads)
 attention_backward_dkv_ref(const T *q, const T *k, const T *v, const T *out, const T *dout,
-                           const float *lse, T *dk, T *dv, int64_t batch, int64_t seq,
-                           int q_heads, int kv_heads, int D, bool causal, int64_t w,
-                           float scale) {
+                           const float *lse, T *dk, T *dv, const int32_t *cu, int64_t batch,
+                           int64_t seq, int64_t rows, int q_heads, int kv_heads, int D,
+                           bool causal, int64_t window, float scale) {
   const int64_t r = blockIdx.x * (int64_t)blockDim.x + threadIdx.x;
-  if (r >= batch * kv_heads * seq) return;
-  const int64_t j = r % seq, bk = r / seq;
-  const int64_t kvh = bk % kv_heads, b = bk / kv_heads;
+  if (r >= rows) return;
+  const RowPos p = locate_row(r, cu, batch, seq, kv_heads, q_heads);
+  const int64_t kvh = p.h, j = p.i, w = attn_window(window, p.s.len);
   const int64_t group = q_heads / kv_heads;
-  const int64_t kvo = row_offset(b, j, kvh, seq, kv_heads, D);
+  const int64_t kvo = row_offset(p.s.start + j, kvh, kv_heads, D);
   const T *kr = k + kvo, *vr = v + kvo;
   float dka[kMaxD], dva[kMaxD];
   for (int d = 0; d < D; d++) dka[d] = dva[d] = 0.0f;
   for (int64_t g = 0; g < group; g++) {
     const int64_t h = kvh * group + g;
-    const float *lse_h = lse + (b * q_heads + h) * seq;
-    for (int64_t i = 0; i < seq; i++) {
+    const float *lse_h = lse + p.s.lse_base + h * seq;
+    for (int64_t i = 0; i < p.s.len; i++) {
       if (!attn_allowed(i, j, causal, w)) continue;
-      const int64_t qo = row_offset(b, i, h, seq, q_heads, D);
+      const int64_t qo = row_offset(p.s.start + i, h, q_heads, D);
       const T *qr = q + qo, *gr = dout + qo;
       const float di = row_dot(gr, out + qo, D); /* recomputed inline, same order as dq_ref */
-      const float p = recompute_p(row_dot(qr, kr, D), scale, lse_h[i]);
+      const float pi = recompute_p(row_dot(qr, kr, D), scale, lse_h[i]);
       const float dp = row_dot(gr, vr, D);
-      const float ds = p * (dp - di);
+      const float ds = pi * (dp - di);
       for (int d = 0; d < D; d++) {
-        dva[d] += p * to_f32(gr[d]);
+        dva[d] += pi * to_f32(gr[d]);
         dka[d] += ds * to_f32(qr[d]);
       }
     }
@@ -191,41 +220,65 @@ attention_backward_dkv_ref(const T *q, const T *k, const T *v, const T *out, con
 
 /* ---- launchers ---------------------------------------------------------------------------- */
 
+/* One call's arguments after validation (device pointers; window as given, normalized per
+ * sequence in the kernels). tokens = B * S or T. */
+struct AttnCall {
+  const int32_t *cu;
+  int64_t batch, seq, tokens, q_heads, kv_heads, head_dim;
+  bool causal;
+  int64_t window;
+  float scale;
+  void *workspace; /* >= attention_backward_workspace_need bytes; unused by the *_ref kernels */
+  cudaStream_t stream;
+};
+
 template <typename T>
-int32_t forward_launch(const char *fn, const T *q, const T *k, const T *v, T *out, float *lse,
-                       int64_t batch, int64_t seq, int64_t q_heads, int64_t kv_heads,
-                       int64_t head_dim, bool causal, int64_t w, float scale, cudaStream_t st) {
-  /* reference_kernels_enabled() picks between this and the FA2 kernel once that exists */
-  const int64_t rows = batch * q_heads * seq;
+int32_t forward_ref(const char *fn, const T *q, const T *k, const T *v, T *out, float *lse,
+                    const AttnCall &c) {
+  const int64_t rows = c.tokens * c.q_heads;
   attention_forward_ref<T><<<blocks_for(rows, kAttnRefThreads, INT32_MAX), kAttnRefThreads, 0,
-                             st>>>(q, k, v, out, lse, batch, seq, (int)q_heads, (int)kv_heads,
-                                   (int)head_dim, causal, w, scale);
+                             c.stream>>>(q, k, v, out, lse, c.cu, c.batch, c.seq, rows,
+                                         (int)c.q_heads, (int)c.kv_heads, (int)c.head_dim,
+                                         c.causal, c.window, c.scale);
   return check_launch(fn, "attention_forward_ref");
 }
 
 template <typename T>
-int32_t backward_launch(const char *fn, const T *q, const T *k, const T *v, const T *out,
-                        const T *dout, const float *lse, T *dq, T *dk, T *dv, int64_t batch,
-                        int64_t seq, int64_t q_heads, int64_t kv_heads, int64_t head_dim,
-                        bool causal, int64_t w, float scale, cudaStream_t st) {
-  const int64_t q_rows = batch * q_heads * seq, kv_rows = batch * kv_heads * seq;
+int32_t backward_ref(const char *fn, const T *q, const T *k, const T *v, const T *out,
+                     const T *dout, const float *lse, T *dq, T *dk, T *dv, const AttnCall &c) {
+  const int64_t q_rows = c.tokens * c.q_heads, kv_rows = c.tokens * c.kv_heads;
   attention_backward_dq_ref<T><<<blocks_for(q_rows, kAttnRefThreads, INT32_MAX), kAttnRefThreads,
-                                 0, st>>>(q, k, v, out, dout, lse, dq, batch, seq, (int)q_heads,
-                                          (int)kv_heads, (int)head_dim, causal, w, scale);
+                                 0, c.stream>>>(q, k, v, out, dout, lse, dq, c.cu, c.batch, c.seq,
+                                                q_rows, (int)c.q_heads, (int)c.kv_heads,
+                                                (int)c.head_dim, c.causal, c.window, c.scale);
   int32_t s = check_launch(fn, "attention_backward_dq_ref");
   if (s != MOE4J_OK) return s;
   attention_backward_dkv_ref<T><<<blocks_for(kv_rows, kAttnRefThreads, INT32_MAX),
-                                  kAttnRefThreads, 0, st>>>(q, k, v, out, dout, lse, dk, dv,
-                                                            batch, seq, (int)q_heads,
-                                                            (int)kv_heads, (int)head_dim, causal,
-                                                            w, scale);
+                                  kAttnRefThreads, 0, c.stream>>>(
+      q, k, v, out, dout, lse, dk, dv, c.cu, c.batch, c.seq, kv_rows, (int)c.q_heads,
+      (int)c.kv_heads, (int)c.head_dim, c.causal, c.window, c.scale);
   return check_launch(fn, "attention_backward_dkv_ref");
 }
 
-/* The grid of the reference kernels: one thread per (b, head, position), < 2^31 blocks * 128. */
-void check_ref_grid(ArgCheck &chk, int64_t batch, int64_t seq, int64_t q_heads) {
-  const int64_t rows = batch * seq * q_heads; /* fits: checked by the shared rules */
-  chk.require(rows <= (int64_t)INT32_MAX, "grid too large: batch * seq * q_heads = %lld > %lld",
+/* The dispatch point of each direction: the FlashAttention-2 kernels (kernels/flash_attention.cu)
+ * go first here, when reference_kernels_enabled() is off and they support the call; everything
+ * else runs the *_ref kernels above. */
+template <typename T>
+int32_t forward_launch(const char *fn, const T *q, const T *k, const T *v, T *out, float *lse,
+                       const AttnCall &c) {
+  return forward_ref(fn, q, k, v, out, lse, c);
+}
+
+template <typename T>
+int32_t backward_launch(const char *fn, const T *q, const T *k, const T *v, const T *out,
+                        const T *dout, const float *lse, T *dq, T *dk, T *dv, const AttnCall &c) {
+  return backward_ref(fn, q, k, v, out, dout, lse, dq, dk, dv, c);
+}
+
+/* The grid of the reference kernels: one thread per (head, token), < 2^31 blocks * 128. */
+void check_ref_grid(ArgCheck &chk, int64_t tokens, int64_t q_heads) {
+  const int64_t rows = tokens * q_heads; /* fits: checked by the shared rules */
+  chk.require(rows <= (int64_t)INT32_MAX, "grid too large: tokens * q_heads = %lld > %lld",
               (long long)rows, (long long)INT32_MAX);
 }
 
@@ -238,54 +291,63 @@ using namespace moe4j;
 extern "C" {
 
 int32_t moe4j_cuda_attention_forward(int32_t dtype, const void *q, const void *k, const void *v,
-                                     void *out, float *lse, int64_t batch, int64_t seq,
-                                     int64_t q_heads, int64_t kv_heads, int64_t head_dim,
-                                     int32_t causal, int64_t window, float scale, void *stream) {
+                                     void *out, float *lse, const int32_t *cu_seqlens,
+                                     int64_t batch, int64_t seq, int64_t q_heads,
+                                     int64_t kv_heads, int64_t head_dim, int32_t causal,
+                                     int64_t window, float scale, void *stream) {
   const char *fn = "moe4j_cuda_attention_forward";
   ArgCheck chk(fn);
-  check_attention_forward(chk, dtype, q, k, v, out, lse, batch, seq, q_heads, kv_heads, head_dim,
-                          causal, window, scale);
+  check_attention_forward(chk, dtype, q, k, v, out, lse, cu_seqlens, batch, seq, q_heads,
+                          kv_heads, head_dim, causal, window, scale);
   if (chk.failed()) return chk.status();
-  if (batch * seq == 0) return MOE4J_OK;
-  check_ref_grid(chk, batch, seq, q_heads);
+  const int64_t tokens = cu_seqlens != nullptr ? seq : batch * seq;
+  if (batch == 0 || tokens == 0) return MOE4J_OK;
+  check_ref_grid(chk, tokens, q_heads);
   if (chk.failed()) return chk.status();
-  const bool c = causal != 0;
-  const int64_t w = attn_window(window, seq);
-  cudaStream_t st = as_stream(stream);
+  const AttnCall c{cu_seqlens, batch, seq, tokens, q_heads, kv_heads, head_dim, causal != 0,
+                   window, scale, nullptr, as_stream(stream)};
   if (dtype == MOE4J_DTYPE_BF16)
     return forward_launch<bf16_t>(fn, (const bf16_t *)q, (const bf16_t *)k, (const bf16_t *)v,
-                                  (bf16_t *)out, lse, batch, seq, q_heads, kv_heads, head_dim, c,
-                                  w, scale, st);
+                                  (bf16_t *)out, lse, c);
   return forward_launch<float>(fn, (const float *)q, (const float *)k, (const float *)v,
-                               (float *)out, lse, batch, seq, q_heads, kv_heads, head_dim, c, w,
-                               scale, st);
+                               (float *)out, lse, c);
+}
+
+int32_t moe4j_cuda_attention_backward_workspace_bytes(int64_t batch, int64_t seq, int64_t q_heads,
+                                                      int64_t head_dim, int64_t *out_bytes) {
+  ArgCheck chk("moe4j_cuda_attention_backward_workspace_bytes");
+  check_attention_backward_workspace_bytes(chk, batch, seq, q_heads, head_dim, out_bytes);
+  if (chk.failed()) return chk.status();
+  *out_bytes = attention_backward_workspace_bytes(batch, seq, q_heads);
+  return MOE4J_OK;
 }
 
 int32_t moe4j_cuda_attention_backward(int32_t dtype, const void *q, const void *k, const void *v,
                                       const void *out, const void *dout, const float *lse,
-                                      void *dq, void *dk, void *dv, int64_t batch, int64_t seq,
-                                      int64_t q_heads, int64_t kv_heads, int64_t head_dim,
-                                      int32_t causal, int64_t window, float scale, void *stream) {
+                                      void *dq, void *dk, void *dv, const int32_t *cu_seqlens,
+                                      int64_t batch, int64_t seq, int64_t q_heads,
+                                      int64_t kv_heads, int64_t head_dim, int32_t causal,
+                                      int64_t window, float scale, void *workspace,
+                                      int64_t workspace_bytes, void *stream) {
   const char *fn = "moe4j_cuda_attention_backward";
   ArgCheck chk(fn);
-  check_attention_backward(chk, dtype, q, k, v, out, dout, lse, dq, dk, dv, batch, seq, q_heads,
-                           kv_heads, head_dim, causal, window, scale);
+  check_attention_backward(chk, dtype, q, k, v, out, dout, lse, dq, dk, dv, cu_seqlens, batch,
+                           seq, q_heads, kv_heads, head_dim, causal, window, scale, workspace,
+                           workspace_bytes);
   if (chk.failed()) return chk.status();
-  if (batch * seq == 0) return MOE4J_OK;
-  check_ref_grid(chk, batch, seq, q_heads); /* kv_heads <= q_heads: covers the dk/dv grid too */
+  const int64_t tokens = cu_seqlens != nullptr ? seq : batch * seq;
+  if (batch == 0 || tokens == 0) return MOE4J_OK;
+  check_ref_grid(chk, tokens, q_heads); /* kv_heads <= q_heads: covers the dk/dv grid too */
   if (chk.failed()) return chk.status();
-  const bool c = causal != 0;
-  const int64_t w = attn_window(window, seq);
-  cudaStream_t st = as_stream(stream);
+  const AttnCall c{cu_seqlens, batch, seq, tokens, q_heads, kv_heads, head_dim, causal != 0,
+                   window, scale, workspace, as_stream(stream)};
   if (dtype == MOE4J_DTYPE_BF16)
     return backward_launch<bf16_t>(fn, (const bf16_t *)q, (const bf16_t *)k, (const bf16_t *)v,
                                    (const bf16_t *)out, (const bf16_t *)dout, lse, (bf16_t *)dq,
-                                   (bf16_t *)dk, (bf16_t *)dv, batch, seq, q_heads, kv_heads,
-                                   head_dim, c, w, scale, st);
+                                   (bf16_t *)dk, (bf16_t *)dv, c);
   return backward_launch<float>(fn, (const float *)q, (const float *)k, (const float *)v,
                                 (const float *)out, (const float *)dout, lse, (float *)dq,
-                                (float *)dk, (float *)dv, batch, seq, q_heads, kv_heads, head_dim,
-                                c, w, scale, st);
+                                (float *)dk, (float *)dv, c);
 }
 
 }  // extern "C"

@@ -13,6 +13,12 @@
  * entirely left of the window) — the forward and the dQ pass loop over it in ascending order.
  * attn_query_tiles(k_tile) is the converse range, used by the dK/dV pass. Inside a visited tile the
  * element mask attn_allowed still applies (partial tiles on the diagonal / window edge).
+ *
+ * Sequences: every index above is a position inside one sequence of `len` tokens. A uniform batch
+ * (cu_seqlens == NULL) is sequence b = tokens b*S .. b*S + S - 1 with lse rows at b*Hq*S; a packed
+ * varlen batch is sequence b = tokens c[b] .. c[b+1] - 1 with lse rows at c[b] (lse [Hq, T]). In
+ * both cases the lse row of (sequence, head h, position i) is lse_base + h * seq + i, where `seq`
+ * is the ABI argument (S, or T), so one code path serves both (attn_sequence).
  */
 #pragma once
 #include <stdint.h>
@@ -73,6 +79,46 @@ MOE4J_HD AttnRange attn_query_tiles(int64_t k_tile, int64_t seq, bool causal, in
   const AttnRange r = attn_query_range(k0, k1, seq, causal, w);
   if (r.end <= r.begin) return AttnRange{0, 0};
   return AttnRange{r.begin / kAttnBlockQ, attn_tile_count(r.end, kAttnBlockQ)};
+}
+
+/* Sequence b of a batch: its first token (row of the [tokens, H, D] view), its length and the lse
+ * row of its position 0 for head 0. */
+struct AttnSeq {
+  int64_t start, len, lse_base;
+};
+
+/* Offset c[b] clamped to [lo, seq]: the CUDA kernels cannot validate cu_seqlens on the host, so a
+ * bad value must still stay inside the buffers (a reversed range becomes empty). */
+MOE4J_HD int64_t attn_clamped_offset(const int32_t *cu, int64_t b, int64_t lo, int64_t seq) {
+  const int64_t c = cu[b];
+  return c < lo ? lo : (c > seq ? seq : c);
+}
+
+/* Sequence b (< batch) of a uniform (cu == nullptr: `seq` tokens each) or varlen (cu != nullptr:
+ * `seq` = T packed tokens) batch with q_heads query heads. */
+MOE4J_HD AttnSeq attn_sequence(const int32_t *cu, int64_t b, int64_t seq, int64_t q_heads) {
+  if (cu == nullptr) return AttnSeq{b * seq, seq, b * q_heads * seq};
+  const int64_t start = attn_clamped_offset(cu, b, 0, seq);
+  const int64_t end = attn_clamped_offset(cu, b + 1, start, seq);
+  return AttnSeq{start, end - start, start};
+}
+
+/* The varlen sequence holding packed token t (< seq): the last b < batch whose clamped start is
+ * <= t (binary search: O(log batch) reads, all in [0, batch]), or -1 when t lies in no sequence
+ * (only possible for an invalid cu_seqlens, or t < cu[0]). For a valid cu_seqlens this is the
+ * unique b with c[b] <= t < c[b+1] (empty sequences share a start with the next one and are
+ * skipped because the search takes the last). */
+MOE4J_HD int64_t attn_find_sequence(const int32_t *cu, int64_t batch, int64_t seq, int64_t t) {
+  int64_t lo = 0, hi = batch; /* invariant: answer in [lo - 1, hi) */
+  while (lo < hi) {
+    const int64_t mid = lo + (hi - lo) / 2;
+    if (attn_clamped_offset(cu, mid, 0, seq) <= t) lo = mid + 1;
+    else hi = mid;
+  }
+  const int64_t b = lo - 1;
+  if (b < 0) return -1;
+  const AttnSeq s = attn_sequence(cu, b, seq, 1);
+  return (t >= s.start && t < s.start + s.len) ? b : -1;
 }
 
 }  // namespace moe4j

@@ -98,16 +98,26 @@ void run_case(const Case &c, uint64_t seed) {
   std::vector<S> out_c = nan_filled<S>(nq);
   std::vector<float> lse_c(nl, NAN);
   CHECK_STATUS(moe4j_cpu_attention_forward(dt, q.data(), k.data(), v.data(), out_c.data(),
-                                           lse_c.data(), c.batch, c.seq, c.hq, c.hkv, c.d,
-                                           c.causal, c.window, scale), MOE4J_OK);
+                                           lse_c.data(), nullptr, c.batch, c.seq, c.hq, c.hkv,
+                                           c.d, c.causal, c.window, scale), MOE4J_OK);
   std::vector<S> dq_c = nan_filled<S>(nq), dk_c = nan_filled<S>(nkv), dv_c = nan_filled<S>(nkv);
+  int64_t ws_bytes = 0;
+  CHECK_STATUS(moe4j_cpu_attention_backward_workspace_bytes(c.batch, c.seq, c.hq, c.d, &ws_bytes),
+               MOE4J_OK);
+  std::vector<float> ws_c(ws_bytes / 4 + 1);
   CHECK_STATUS(moe4j_cpu_attention_backward(dt, q.data(), k.data(), v.data(), out_c.data(),
                                             dout.data(), lse_c.data(), dq_c.data(), dk_c.data(),
-                                            dv_c.data(), c.batch, c.seq, c.hq, c.hkv, c.d,
-                                            c.causal, c.window, scale), MOE4J_OK);
+                                            dv_c.data(), nullptr, c.batch, c.seq, c.hq, c.hkv,
+                                            c.d, c.causal, c.window, scale, ws_c.data(), ws_bytes),
+               MOE4J_OK);
 
   gpu::DeviceBuffer<S> gq(q), gk(k), gv(v), gdout(dout), gout_in(out_c);
   gpu::DeviceBuffer<float> glse_in(lse_c);
+  int64_t gws_bytes = 0;
+  CHECK_STATUS(moe4j_cuda_attention_backward_workspace_bytes(c.batch, c.seq, c.hq, c.d,
+                                                             &gws_bytes), MOE4J_OK);
+  CHECK(gws_bytes == ws_bytes);
+  gpu::DeviceBuffer<float> gws(std::vector<float>(gws_bytes / 4 + 1, NAN));
   std::vector<S> first_out, first_dq, first_dk, first_dv;
   std::vector<float> first_lse;
   for (int run = 0; run < 2; run++) {
@@ -115,13 +125,14 @@ void run_case(const Case &c, uint64_t seed) {
     gpu::DeviceBuffer<S> gout(nan_filled<S>(nq));
     gpu::DeviceBuffer<float> glse(std::vector<float>(nl, NAN));
     CHECK_STATUS(moe4j_cuda_attention_forward(dt, gq.ptr, gk.ptr, gv.ptr, gout.ptr, glse.ptr,
-                                              c.batch, c.seq, c.hq, c.hkv, c.d, c.causal,
-                                              c.window, scale, nullptr), MOE4J_OK);
+                                              nullptr, c.batch, c.seq, c.hq, c.hkv, c.d,
+                                              c.causal, c.window, scale, nullptr), MOE4J_OK);
     gpu::DeviceBuffer<S> gdq(nan_filled<S>(nq)), gdk(nan_filled<S>(nkv)), gdv(nan_filled<S>(nkv));
     CHECK_STATUS(moe4j_cuda_attention_backward(dt, gq.ptr, gk.ptr, gv.ptr, gout_in.ptr, gdout.ptr,
-                                               glse_in.ptr, gdq.ptr, gdk.ptr, gdv.ptr, c.batch,
-                                               c.seq, c.hq, c.hkv, c.d, c.causal, c.window, scale,
-                                               nullptr), MOE4J_OK);
+                                               glse_in.ptr, gdq.ptr, gdk.ptr, gdv.ptr, nullptr,
+                                               c.batch, c.seq, c.hq, c.hkv, c.d, c.causal,
+                                               c.window, scale, gws.ptr, gws_bytes, nullptr),
+                 MOE4J_OK);
     gpu::sync();
     const std::vector<S> out = gout.download(), dq = gdq.download(), dk = gdk.download(),
                          dv = gdv.download();
@@ -172,10 +183,12 @@ TEST_CASE(attention_matches_cpu_twin) {
 
 TEST_CASE(attention_empty_is_noop) {
   CHECK_STATUS(moe4j_cuda_attention_forward(MOE4J_DTYPE_F32, nullptr, nullptr, nullptr, nullptr,
-                                            nullptr, 0, 5, 2, 2, 8, 1, 0, 0.5f, nullptr), MOE4J_OK);
+                                            nullptr, nullptr, 0, 5, 2, 2, 8, 1, 0, 0.5f, nullptr),
+               MOE4J_OK);
   CHECK_STATUS(moe4j_cuda_attention_backward(MOE4J_DTYPE_BF16, nullptr, nullptr, nullptr, nullptr,
-                                             nullptr, nullptr, nullptr, nullptr, nullptr, 3, 0, 2,
-                                             1, 8, 0, 0, 0.5f, nullptr), MOE4J_OK);
+                                             nullptr, nullptr, nullptr, nullptr, nullptr, nullptr,
+                                             3, 0, 2, 1, 8, 0, 0, 0.5f, nullptr, 0, nullptr),
+               MOE4J_OK);
 }
 
 GPU_TEST_MAIN("gpu_attention")

@@ -33,8 +33,8 @@ TEST_CASE(forward_arguments) {
   float *O = out.data(), *L = lse.data();
   auto fwd = [&](int32_t dt, const void *qp, const void *kp, const void *vp, void *op, float *lp,
                  int64_t b, int64_t s, int64_t hq, int64_t hkv, int64_t d, float scale) {
-    return moe4j_cuda_attention_forward(dt, qp, kp, vp, op, lp, b, s, hq, hkv, d, 1, 0, scale,
-                                        nullptr);
+    return moe4j_cuda_attention_forward(dt, qp, kp, vp, op, lp, nullptr, b, s, hq, hkv, d, 1, 0,
+                                        scale, nullptr);
   };
   CHECK_FAILS(fwd(MOE4J_DTYPE_F16, Q, K, V, O, L, B, S, Hq, Hkv, D, 0.5f), UNSUP, "moe4j_cuda_attention_forward: dtype must be F32 or BF16, got F16");
   CHECK_FAILS(fwd(MOE4J_DTYPE_I32, Q, K, V, O, L, B, S, Hq, Hkv, D, 0.5f), UNSUP, "dtype must be F32 or BF16");
@@ -82,13 +82,15 @@ TEST_CASE(forward_arguments) {
 
 TEST_CASE(backward_arguments) {
   std::vector<float> q(NQ, 0.5f), k(NKV, 0.5f), v(NKV, 0.5f), out(NQ, 0.5f), lse(B * Hq * S, 1.0f);
-  std::vector<float> dout(NQ, 1.0f), dq(NQ, 9.0f), dk(NKV, 9.0f), dv(NKV, 9.0f);
+  std::vector<float> dout(NQ, 1.0f), dq(NQ, 9.0f), dk(NKV, 9.0f), dv(NKV, 9.0f), ws(64, 9.0f);
   const float *Q = q.data();
   float *O = out.data(), *L = lse.data(), *GQ = dq.data(), *GK = dk.data(), *GV = dv.data();
+  float *W = ws.data();
+  const int64_t WB = 256; /* 4 * 12 rows rounded up to 256 */
   auto bwd = [&](int32_t dt, const void *o, const void *g, const float *l, void *gq, void *gk,
                  void *gv, int64_t b, int64_t s, int64_t hq, int64_t hkv, int64_t d, float scale) {
-    return moe4j_cuda_attention_backward(dt, Q, k.data(), v.data(), o, g, l, gq, gk, gv, b, s, hq,
-                                         hkv, d, 0, 5, scale, nullptr);
+    return moe4j_cuda_attention_backward(dt, Q, k.data(), v.data(), o, g, l, gq, gk, gv, nullptr,
+                                         b, s, hq, hkv, d, 0, 5, scale, W, WB, nullptr);
   };
   const float *G = dout.data();
   CHECK_FAILS(bwd(MOE4J_DTYPE_I32, O, G, L, GQ, GK, GV, B, S, Hq, Hkv, D, 0.5f), UNSUP, "moe4j_cuda_attention_backward: dtype must be F32 or BF16");
@@ -107,7 +109,7 @@ TEST_CASE(backward_arguments) {
   CHECK_FAILS(bwd(F32, O, G, L, nullptr, GK, GV, B, S, Hq, Hkv, D, 0.5f), INV, "dq is NULL");
   CHECK_FAILS(bwd(F32, O, G, L, GQ, nullptr, GV, B, S, Hq, Hkv, D, 0.5f), INV, "dk is NULL");
   CHECK_FAILS(bwd(F32, O, G, L, GQ, GK, nullptr, B, S, Hq, Hkv, D, 0.5f), INV, "dv is NULL");
-  CHECK_FAILS(moe4j_cuda_attention_backward(F32, nullptr, k.data(), v.data(), O, G, L, GQ, GK, GV, B, S, Hq, Hkv, D, 0, 0, 0.5f, nullptr), INV, "q is NULL");
+  CHECK_FAILS(moe4j_cuda_attention_backward(F32, nullptr, k.data(), v.data(), O, G, L, GQ, GK, GV, nullptr, B, S, Hq, Hkv, D, 0, 0, 0.5f, W, WB, nullptr), INV, "q is NULL");
   CHECK_FAILS(bwd(BF16, O, G, L, (char *)GQ + 1, GK, GV, B, S, Hq, Hkv, D, 0.5f), INV, "dq (address");
   CHECK_FAILS(bwd(F32, O, G, L, (float *)Q, GK, GV, B, S, Hq, Hkv, D, 0.5f), INV, "dq and q overlap");
   CHECK_FAILS(bwd(F32, O, G, L, GQ, O + 8, GV, B, S, Hq, Hkv, D, 0.5f), INV, "dk and out overlap");

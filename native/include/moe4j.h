@@ -285,7 +285,7 @@ MOE4J_API int32_t moe4j_cpu_router_z_loss(const float *logits, int64_t tokens, i
 MOE4J_API int32_t moe4j_cpu_router_bias_update(float *bias, const int64_t *counts, int64_t experts,
                                                float rate);
 
-/* ---- Attention (first slice: RoPE and the CPU flash-attention twin) --------------------------
+/* ---- Attention: RoPE, flash attention (uniform and varlen batches), KV-cache decode ------
  * RoPE, rotate-half convention (HF): for each row of head_dim values and i < head_dim / 2, with
  * angle = positions[t] * theta^(-2i / head_dim): out[i] = x[i] cos - x[i + D/2] sin,
  * out[i + D/2] = x[i + D/2] cos + x[i] sin. x, out [T, heads, head_dim] (T = batch * seq, or packed
@@ -299,26 +299,53 @@ MOE4J_API int32_t moe4j_cpu_rope_backward(int32_t dtype, const void *dout, void 
                                           const int32_t *positions, int64_t tokens, int64_t heads,
                                           int64_t head_dim, float theta);
 /* Flash attention forward (FlashAttention-2 algorithm: K/V tiles streamed past a Q tile with an
- * online softmax, the S x S matrix never materialized, fully masked tiles skipped). q, out
- * [B, S, Hq, D]; k, v [B, S, Hkv, D] with Hq % Hkv == 0 (GQA: query head h reads kv head
- * h / (Hq / Hkv)); lse F32 [B, Hq, S] (natural log-sum-exp of the scaled scores, for the backward).
- * causal != 0: query i attends to keys j <= i; window > 0: also j > i - window (sliding window;
- * window <= 0: none). scale > 0 (usually 1/sqrt(D)). dtype F32 | BF16, f32 accumulation. A row with
- * no key (impossible when causal) gets out = 0, lse = -inf. */
+ * online softmax, the S x S matrix never materialized, fully masked tiles skipped). GQA: Hq % Hkv
+ * == 0 and query head h reads kv head h / (Hq / Hkv). scale > 0 (usually 1/sqrt(D)). dtype
+ * F32 | BF16, f32 accumulation; lse F32 is the natural log-sum-exp of the scaled scores (for the
+ * backward).
+ *
+ * Two layouts, chosen by cu_seqlens:
+ *   cu_seqlens == NULL: `batch` sequences of `seq` tokens each. q, out [B, S, Hq, D]; k, v
+ *     [B, S, Hkv, D]; lse [B, Hq, S].
+ *   cu_seqlens != NULL: a packed variable-length batch (FlashAttention "varlen", for prefill of
+ *     prompts of different lengths without padding). `batch` = number of sequences, `seq` = T =
+ *     total packed tokens (< 2^31); sequence b is tokens cu_seqlens[b] .. cu_seqlens[b+1] - 1.
+ *     q, out [T, Hq, D]; k, v [T, Hkv, D] (the memory of the uniform layout with batch 1, seq T);
+ *     lse [Hq, T]. cu_seqlens I32 [batch + 1] with 0 = c[0] <= c[1] <= ... <= c[batch] = T
+ *     (empty sequences allowed); batch < 2^31 - 1.
+ * Positions, the causal mask and the window are per sequence: query i and key j (positions
+ * counted from the start of their sequence) interact iff they are in the same sequence and
+ * causal == 0 or j <= i, and window <= 0 or j > i - window (sliding window). No token sees
+ * another sequence. A row with no key (impossible when causal) gets out = 0, lse = -inf.
+ * The CPU reads cu_seqlens and rejects a violation with MOE4J_ERR_INVALID_ARGUMENT. */
 MOE4J_API int32_t moe4j_cpu_attention_forward(int32_t dtype, const void *q, const void *k,
-                                              const void *v, void *out, float *lse, int64_t batch,
+                                              const void *v, void *out, float *lse,
+                                              const int32_t *cu_seqlens, int64_t batch,
                                               int64_t seq, int64_t q_heads, int64_t kv_heads,
                                               int64_t head_dim, int32_t causal, int64_t window,
                                               float scale);
-/* Flash attention backward (FA2: D_i = rowsum(dout * out), P recomputed from lse, parallel over K/V
- * blocks, dQ accumulated in f32 without atomics — deterministic). dq [B, S, Hq, D], dk, dv
- * [B, S, Hkv, D] are overwritten; GQA gradients are summed over the query heads of a group. */
+/* Bytes of the workspace moe4j_*_attention_backward needs: 4 * batch * seq * q_heads (the row sums
+ * D_i = rowsum(dout * out), F32) rounded up to 256; 0 when empty. The backward checks the need of
+ * its actual layout (Hq * T floats for a varlen batch), so for a varlen batch asking with
+ * batch = 1, seq = T gives the exact size and (batch, T) a sufficient one. Same value on both
+ * backends. */
+MOE4J_API int32_t moe4j_cpu_attention_backward_workspace_bytes(int64_t batch, int64_t seq,
+                                                               int64_t q_heads, int64_t head_dim,
+                                                               int64_t *out_bytes);
+/* Flash attention backward (FA2: D_i = rowsum(dout * out) kept in the workspace, P recomputed from
+ * lse, parallel over K/V blocks, dQ accumulated in f32 without atomics — deterministic). Layouts
+ * and cu_seqlens as the forward: dq like q, dk, dv like k, all overwritten; GQA gradients are
+ * summed over the query heads of a group. workspace: F32 scratch of at least
+ * moe4j_*_attention_backward_workspace_bytes bytes (may be NULL when that is 0), no overlap with
+ * any other buffer. */
 MOE4J_API int32_t moe4j_cpu_attention_backward(int32_t dtype, const void *q, const void *k,
                                                const void *v, const void *out, const void *dout,
                                                const float *lse, void *dq, void *dk, void *dv,
-                                               int64_t batch, int64_t seq, int64_t q_heads,
-                                               int64_t kv_heads, int64_t head_dim, int32_t causal,
-                                               int64_t window, float scale);
+                                               const int32_t *cu_seqlens, int64_t batch,
+                                               int64_t seq, int64_t q_heads, int64_t kv_heads,
+                                               int64_t head_dim, int32_t causal, int64_t window,
+                                               float scale, void *workspace,
+                                               int64_t workspace_bytes);
 
 /* KV-cache decode (flash-decoding). Each sequence b has lengths[b] tokens cached in k_cache,
  * v_cache [B, max_seq, Hkv, D]; the call appends new_tokens new keys/values (k_new, v_new
@@ -550,20 +577,30 @@ MOE4J_API int32_t moe4j_cuda_attention_decode(int32_t dtype, const void *q, cons
                                               void *workspace, int64_t workspace_bytes,
                                               void *stream);
 
-/* Flash attention on CUDA: same semantics as moe4j_cpu_attention_forward / _backward. For now
- * only the simple reference kernels (*_ref) exist — the FlashAttention-2 mma.sync kernel is next —
- * so these are correct but slow. */
+/* Flash attention on CUDA: same semantics as moe4j_cpu_attention_forward / _backward /
+ * _backward_workspace_bytes; q, k, v, out, lse, cu_seqlens, gradients and workspace are device
+ * memory. The host never reads cu_seqlens, so it cannot reject a bad one: the kernels clamp each
+ * sequence to [0, T], treat an empty or reversed range as empty and never access memory outside
+ * the buffers, but the results of an invalid cu_seqlens are unspecified (rows that belong to no
+ * sequence get out = 0, lse = -inf, zero gradients). For now only the simple reference kernels
+ * (*_ref) exist — the FlashAttention-2 mma.sync kernel is next — so these are correct but slow. */
 MOE4J_API int32_t moe4j_cuda_attention_forward(int32_t dtype, const void *q, const void *k,
                                                const void *v, void *out, float *lse,
-                                               int64_t batch, int64_t seq, int64_t q_heads,
-                                               int64_t kv_heads, int64_t head_dim, int32_t causal,
-                                               int64_t window, float scale, void *stream);
+                                               const int32_t *cu_seqlens, int64_t batch,
+                                               int64_t seq, int64_t q_heads, int64_t kv_heads,
+                                               int64_t head_dim, int32_t causal, int64_t window,
+                                               float scale, void *stream);
+MOE4J_API int32_t moe4j_cuda_attention_backward_workspace_bytes(int64_t batch, int64_t seq,
+                                                                int64_t q_heads, int64_t head_dim,
+                                                                int64_t *out_bytes);
 MOE4J_API int32_t moe4j_cuda_attention_backward(int32_t dtype, const void *q, const void *k,
                                                 const void *v, const void *out, const void *dout,
                                                 const float *lse, void *dq, void *dk, void *dv,
-                                                int64_t batch, int64_t seq, int64_t q_heads,
-                                                int64_t kv_heads, int64_t head_dim, int32_t causal,
-                                                int64_t window, float scale, void *stream);
+                                                const int32_t *cu_seqlens, int64_t batch,
+                                                int64_t seq, int64_t q_heads, int64_t kv_heads,
+                                                int64_t head_dim, int32_t causal, int64_t window,
+                                                float scale, void *workspace,
+                                                int64_t workspace_bytes, void *stream);
 
 #ifdef __cplusplus
 }

@@ -2,7 +2,12 @@
  * CPU twin of flash attention (FlashAttention-2), following the tiling of
  * kernels/common/attention_tiles.h that the CUDA kernel will share.
  *
- * Forward: one work item per (batch, query head, query tile of Br rows), OpenMP over the items.
+ * Batches: a uniform batch (cu_seqlens == NULL) and a packed varlen batch are the same thing here
+ * — a list of sequences (attn_sequence: first token, length, lse row), each tiled on its own with
+ * positions, masks and the window relative to its start. The tiles of all sequences are listed
+ * once (TileList: sequence, tile) and the work items below run over that list.
+ *
+ * Forward: one work item per (sequence tile of Br query rows, query head), OpenMP over the items.
  * The Q tile is widened to f32 once; the key tiles from attn_key_tiles (those entirely above the
  * causal diagonal or outside the window are skipped) are streamed past it in ascending order:
  * S = scale * Q K^T for the tile (f32), masked elements -inf, then per row the online softmax of
@@ -11,12 +16,12 @@
  * lse = max + log(sum); a row with no key gets O = 0, lse = -inf. Memory: per-thread tile buffers
  * only, never S x S.
  *
- * Backward (FA2, deterministic mode): Di = rowsum(dout * out) per query row (f32, a B x Hq x S
- * buffer like lse). Pass 1, one item per (batch, kv head, key tile): for each query head of the
- * GQA group and each query tile from attn_query_tiles (ascending), recompute P = exp(S - lse),
- * dP = dO V^T, dS = P * (dP - Di), and accumulate dV += P^T dO, dK += dS^T Q (dK scaled once at
- * the end). Pass 2, one item per (batch, query head, query tile): recompute P and dS for the key
- * tiles in order and accumulate dQ = scale * dS K. Every accumulator is f32 and owned by one item,
+ * Backward (FA2, deterministic mode): Di = rowsum(dout * out) per query row (f32, laid out like
+ * lse, in the caller's workspace). Pass 1, one item per (key tile, kv head): for each query head
+ * of the GQA group and each query tile from attn_query_tiles (ascending), recompute
+ * P = exp(S - lse), dP = dO V^T, dS = P * (dP - Di), and accumulate dV += P^T dO, dK += dS^T Q
+ * (dK scaled once at the end). Pass 2, one item per (query tile, query head): recompute P and dS
+ * for the key tiles in order and accumulate dQ = scale * dS K. Every accumulator is f32 and owned by one item,
  * summed in a fixed order, so results are bitwise identical for any thread count and schedule;
  * no atomics. Outputs are rounded to the storage type once.
  *
@@ -43,13 +48,38 @@ constexpr int Br = kAttnBlockQ;
 constexpr int Bc = kAttnBlockK;
 
 struct Shape {
-  int64_t batch, seq, hq, hkv, d;
+  int64_t seq; /* the ABI's seq: S (uniform) or T (varlen); also the lse row stride of a head */
+  int64_t hq, hkv, d;
   bool causal;
-  int64_t w; /* attn_window(window, seq) */
+  int64_t window; /* as given; each sequence normalizes it to its length (Seq::w) */
   float scale;
   int64_t group() const { return hq / hkv; }
-  int64_t q_tiles() const { return attn_tile_count(seq, Br); }
-  int64_t k_tiles() const { return attn_tile_count(seq, Bc); }
+};
+
+/* One sequence: rows start .. start + len - 1 of the [tokens, H, D] views; lse row of (head h,
+ * position i) is lse_base + h * seq + i; w = attn_window(window, len). */
+struct Seq {
+  int64_t start, len, lse_base, w;
+  int64_t lse_row(const Shape &sh, int64_t h) const { return lse_base + h * sh.seq; }
+};
+
+/* The tiles of every sequence (tiles of `block` positions), in sequence order. */
+struct TileList {
+  struct Tile {
+    int64_t seq, tile;
+  };
+  Tile *tiles = nullptr;
+  int64_t count = 0;
+  bool build(const Seq *seqs, int64_t nseq, int block) {
+    int64_t n = 0;
+    for (int64_t b = 0; b < nseq; b++) n += attn_tile_count(seqs[b].len, block);
+    tiles = (Tile *)malloc((size_t)(n > 0 ? n : 1) * sizeof(Tile));
+    if (tiles == nullptr) return false;
+    for (int64_t b = 0; b < nseq; b++)
+      for (int64_t t = 0; t < attn_tile_count(seqs[b].len, block); t++) tiles[count++] = Tile{b, t};
+    return true;
+  }
+  ~TileList() { free(tiles); }
 };
 
 /* s[r * Bc + c] = Σ_d a[r * D + d] * bt[d * Bc + c] for r < rows, all Bc columns. */
@@ -95,34 +125,35 @@ MOE4J_SIMD_CLONES void tile_ptx(const float *__restrict__ p, const float *__rest
   }
 }
 
-/* Rows [t0, t0 + n) of head h of a [B, S, H, D] tensor, widened into dst[n][D]. */
+/* Positions [t0, t0 + n) of sequence sq, head h of a [tokens, H, D] tensor, widened into
+ * dst[n][D]. */
 template <typename T>
-void load_rows(const T *src, float *dst, int64_t b, int64_t t0, int n, int64_t h,
+void load_rows(const T *src, float *dst, const Seq &sq, int64_t t0, int n, int64_t h,
                const Shape &sh, int64_t heads) {
   for (int r = 0; r < n; r++) {
-    const T *row = src + ((b * sh.seq + t0 + r) * heads + h) * sh.d;
+    const T *row = src + ((sq.start + t0 + r) * heads + h) * sh.d;
     for (int64_t d = 0; d < sh.d; d++) dst[r * sh.d + d] = to_f32(row[d]);
   }
 }
 
 /* The same rows transposed into dst[D][Bc], columns n..Bc-1 zero. */
 template <typename T>
-void load_rows_t(const T *src, float *dst, int64_t b, int64_t t0, int n, int64_t h,
+void load_rows_t(const T *src, float *dst, const Seq &sq, int64_t t0, int n, int64_t h,
                  const Shape &sh, int64_t heads) {
   for (int64_t d = 0; d < sh.d; d++)
     for (int c = n; c < Bc; c++) dst[d * Bc + c] = 0.0f;
   for (int c = 0; c < n; c++) {
-    const T *row = src + ((b * sh.seq + t0 + c) * heads + h) * sh.d;
+    const T *row = src + ((sq.start + t0 + c) * heads + h) * sh.d;
     for (int64_t d = 0; d < sh.d; d++) dst[d * Bc + c] = to_f32(row[d]);
   }
 }
 
-/* src[n][D] (f32) times `mul`, rounded into rows [t0, t0 + n) of head h. */
+/* src[n][D] (f32) times `mul`, rounded into positions [t0, t0 + n) of sequence sq, head h. */
 template <typename T>
-void store_rows(const float *src, T *dst, int64_t b, int64_t t0, int n, int64_t h,
+void store_rows(const float *src, T *dst, const Seq &sq, int64_t t0, int n, int64_t h,
                 const Shape &sh, int64_t heads, float mul) {
   for (int r = 0; r < n; r++) {
-    T *row = dst + ((b * sh.seq + t0 + r) * heads + h) * sh.d;
+    T *row = dst + ((sq.start + t0 + r) * heads + h) * sh.d;
     for (int64_t d = 0; d < sh.d; d++) row[d] = from_f32<T>(src[r * sh.d + d] * mul);
   }
 }
@@ -149,27 +180,28 @@ struct Scratch {
 
 template <typename T>
 void forward_item(const T *q, const T *k, const T *v, T *out, float *lse, const Shape &sh,
-                  int64_t b, int64_t h, int64_t qt, float *buf) {
+                  const Seq &sq, int64_t h, int64_t qt, float *buf) {
   const int64_t D = sh.d, q0 = qt * Br, kvh = h / sh.group();
-  const int nr = rows_of(q0, sh.seq, Br);
+  const int nr = rows_of(q0, sq.len, Br);
   float *qf = buf, *o = qf + Br * D, *kt = o + Br * D, *vf = kt + D * Bc, *s = vf + Bc * D;
+  float *lse_h = lse + sq.lse_row(sh, h);
   SoftmaxStats st[Br];
-  load_rows(q, qf, b, q0, nr, h, sh, sh.hq);
+  load_rows(q, qf, sq, q0, nr, h, sh, sh.hq);
   for (int64_t i = 0; i < (int64_t)nr * D; i++) o[i] = 0.0f;
   for (int r = 0; r < nr; r++) st[r] = softmax_stats_empty();
-  const AttnRange tiles = attn_key_tiles(qt, sh.seq, sh.causal, sh.w);
+  const AttnRange tiles = attn_key_tiles(qt, sq.len, sh.causal, sq.w);
   for (int64_t ktile = tiles.begin; ktile < tiles.end; ktile++) {
     const int64_t k0 = ktile * Bc;
-    const int nc = rows_of(k0, sh.seq, Bc);
-    load_rows_t(k, kt, b, k0, nc, kvh, sh, sh.hkv);
-    load_rows(v, vf, b, k0, nc, kvh, sh, sh.hkv);
+    const int nc = rows_of(k0, sq.len, Bc);
+    load_rows_t(k, kt, sq, k0, nc, kvh, sh, sh.hkv);
+    load_rows(v, vf, sq, k0, nc, kvh, sh, sh.hkv);
     tile_dot(qf, kt, s, nr, D);
     for (int r = 0; r < nr; r++) {
       const int64_t i = q0 + r;
       float *sr = s + r * Bc;
       float tile_max = -INFINITY;
       for (int c = 0; c < nc; c++) {
-        sr[c] = attn_allowed(i, k0 + c, sh.causal, sh.w) ? sh.scale * sr[c] : -INFINITY;
+        sr[c] = attn_allowed(i, k0 + c, sh.causal, sq.w) ? sh.scale * sr[c] : -INFINITY;
         tile_max = fmaxf(tile_max, sr[c]);
       }
       const float m = fmaxf(st[r].max, tile_max);
@@ -190,25 +222,25 @@ void forward_item(const T *q, const T *k, const T *v, T *out, float *lse, const 
     float *orow = o + r * D;
     if (sum == 0.0f) { /* no key: out = 0, lse = -inf */
       for (int64_t d = 0; d < D; d++) orow[d] = 0.0f;
-      lse[(b * sh.hq + h) * sh.seq + q0 + r] = -INFINITY;
+      lse_h[q0 + r] = -INFINITY;
     } else {
       for (int64_t d = 0; d < D; d++) orow[d] = orow[d] / sum;
-      lse[(b * sh.hq + h) * sh.seq + q0 + r] = softmax_lse(st[r]);
+      lse_h[q0 + r] = softmax_lse(st[r]);
     }
   }
-  store_rows(o, out, b, q0, nr, h, sh, sh.hq, 1.0f);
+  store_rows(o, out, sq, q0, nr, h, sh, sh.hq, 1.0f);
 }
 
 int64_t forward_scratch_floats(int64_t D) { return 2 * Br * D + 2 * D * Bc + Br * Bc; }
 
 template <typename T>
 void forward(const T *q, const T *k, const T *v, T *out, float *lse, const Shape &sh,
-             const Scratch &scratch) {
-  const int64_t qtiles = sh.q_tiles(), items = sh.batch * sh.hq * qtiles;
+             const Seq *seqs, const TileList &qtiles, const Scratch &scratch) {
+  const int64_t items = qtiles.count * sh.hq;
 #pragma omp parallel for schedule(dynamic, 1) if (items > 1)
   for (int64_t item = 0; item < items; item++) {
-    const int64_t qt = item % qtiles, bh = item / qtiles;
-    forward_item(q, k, v, out, lse, sh, bh / sh.hq, bh % sh.hq, qt, scratch.mine());
+    const TileList::Tile &t = qtiles.tiles[item / sh.hq];
+    forward_item(q, k, v, out, lse, sh, seqs[t.seq], item % sh.hq, t.tile, scratch.mine());
   }
 }
 
@@ -217,14 +249,14 @@ void forward(const T *q, const T *k, const T *v, T *out, float *lse, const Shape
 /* Recomputes, for one (query tile, key tile) pair, P = exp(scale * Q K^T - lse) (masked: 0) in
  * p and dS = P * (dO V^T - Di) in ds. s and ds hold Q K^T and dO V^T on entry. */
 void tile_grad_scores(float *s, float *ds, const float *lse_rows, const float *di_rows,
-                      int64_t q0, int nr, int64_t k0, int nc, const Shape &sh) {
+                      int64_t q0, int nr, int64_t k0, int nc, const Shape &sh, int64_t w) {
   for (int r = 0; r < nr; r++) {
     const int64_t i = q0 + r;
     const float l = lse_rows[r], di = di_rows[r];
     float *sr = s + r * Bc, *dr = ds + r * Bc;
     for (int c = 0; c < Bc; c++) {
       float p = 0.0f;
-      if (c < nc && l != -INFINITY && attn_allowed(i, k0 + c, sh.causal, sh.w))
+      if (c < nc && l != -INFINITY && attn_allowed(i, k0 + c, sh.causal, w))
         p = expf(sh.scale * sr[c] - l);
       sr[c] = p;
       dr[c] = p * (dr[c] - di);
@@ -232,18 +264,24 @@ void tile_grad_scores(float *s, float *ds, const float *lse_rows, const float *d
   }
 }
 
-/* Di = Σ_d dout * out for every query row, laid out like lse. */
+/* Di = Σ_d dout * out for every query row, laid out like lse; one item per query tile. */
 template <typename T>
-void row_dots(const T *out, const T *dout, float *di, const Shape &sh) {
-  const int64_t rows = sh.batch * sh.seq;
-#pragma omp parallel for schedule(static) if (rows > 1 && rows * sh.hq * sh.d >= kChunk)
-  for (int64_t t = 0; t < rows; t++) {
-    const int64_t b = t / sh.seq, i = t % sh.seq;
-    for (int64_t h = 0; h < sh.hq; h++) {
-      const T *o = out + (t * sh.hq + h) * sh.d, *g = dout + (t * sh.hq + h) * sh.d;
-      float acc = 0.0f;
-      for (int64_t d = 0; d < sh.d; d++) acc += to_f32(g[d]) * to_f32(o[d]);
-      di[(b * sh.hq + h) * sh.seq + i] = acc;
+void row_dots(const T *out, const T *dout, float *di, const Shape &sh, const Seq *seqs,
+              const TileList &qtiles) {
+  const int64_t items = qtiles.count;
+#pragma omp parallel for schedule(static) if (items > 1 && items * Br * sh.hq * sh.d >= kChunk)
+  for (int64_t item = 0; item < items; item++) {
+    const Seq &sq = seqs[qtiles.tiles[item].seq];
+    const int64_t i0 = qtiles.tiles[item].tile * Br;
+    const int nr = rows_of(i0, sq.len, Br);
+    for (int64_t i = i0; i < i0 + nr; i++) {
+      const int64_t t = sq.start + i;
+      for (int64_t h = 0; h < sh.hq; h++) {
+        const T *o = out + (t * sh.hq + h) * sh.d, *g = dout + (t * sh.hq + h) * sh.d;
+        float acc = 0.0f;
+        for (int64_t d = 0; d < sh.d; d++) acc += to_f32(g[d]) * to_f32(o[d]);
+        di[sq.lse_row(sh, h) + i] = acc;
+      }
     }
   }
 }
@@ -253,138 +291,167 @@ int64_t backward_scratch_floats(int64_t D) { return 3 * Br * D + 5 * Bc * D + 2 
 /* Pass 1: dK, dV of one key tile of kv head kvh. */
 template <typename T>
 void backward_kv_item(const T *q, const T *k, const T *v, const T *dout, const float *lse,
-                      const float *di, T *dk, T *dv, const Shape &sh, int64_t b, int64_t kvh,
+                      const float *di, T *dk, T *dv, const Shape &sh, const Seq &sq, int64_t kvh,
                       int64_t ktile, float *buf) {
   const int64_t D = sh.d, k0 = ktile * Bc;
-  const int nc = rows_of(k0, sh.seq, Bc);
+  const int nc = rows_of(k0, sq.len, Bc);
   float *qf = buf, *gf = qf + Br * D, *kt = gf + Br * D, *vt = kt + D * Bc, *dkf = vt + D * Bc,
         *dvf = dkf + Bc * D, *s = dvf + Bc * D, *ds = s + Br * Bc;
-  load_rows_t(k, kt, b, k0, nc, kvh, sh, sh.hkv);
-  load_rows_t(v, vt, b, k0, nc, kvh, sh, sh.hkv);
+  load_rows_t(k, kt, sq, k0, nc, kvh, sh, sh.hkv);
+  load_rows_t(v, vt, sq, k0, nc, kvh, sh, sh.hkv);
   for (int64_t i = 0; i < (int64_t)nc * D; i++) dkf[i] = dvf[i] = 0.0f;
-  const AttnRange tiles = attn_query_tiles(ktile, sh.seq, sh.causal, sh.w);
+  const AttnRange tiles = attn_query_tiles(ktile, sq.len, sh.causal, sq.w);
   for (int64_t g = 0; g < sh.group(); g++) {
     const int64_t h = kvh * sh.group() + g;
-    const float *lse_h = lse + (b * sh.hq + h) * sh.seq, *di_h = di + (b * sh.hq + h) * sh.seq;
+    const float *lse_h = lse + sq.lse_row(sh, h), *di_h = di + sq.lse_row(sh, h);
     for (int64_t qt = tiles.begin; qt < tiles.end; qt++) {
       const int64_t q0 = qt * Br;
-      const int nr = rows_of(q0, sh.seq, Br);
-      load_rows(q, qf, b, q0, nr, h, sh, sh.hq);
-      load_rows(dout, gf, b, q0, nr, h, sh, sh.hq);
+      const int nr = rows_of(q0, sq.len, Br);
+      load_rows(q, qf, sq, q0, nr, h, sh, sh.hq);
+      load_rows(dout, gf, sq, q0, nr, h, sh, sh.hq);
       tile_dot(qf, kt, s, nr, D);
       tile_dot(gf, vt, ds, nr, D);
-      tile_grad_scores(s, ds, lse_h + q0, di_h + q0, q0, nr, k0, nc, sh);
+      tile_grad_scores(s, ds, lse_h + q0, di_h + q0, q0, nr, k0, nc, sh, sq.w);
       tile_ptx(s, gf, dvf, nr, nc, D);
       tile_ptx(ds, qf, dkf, nr, nc, D);
     }
   }
-  store_rows(dkf, dk, b, k0, nc, kvh, sh, sh.hkv, sh.scale);
-  store_rows(dvf, dv, b, k0, nc, kvh, sh, sh.hkv, 1.0f);
+  store_rows(dkf, dk, sq, k0, nc, kvh, sh, sh.hkv, sh.scale);
+  store_rows(dvf, dv, sq, k0, nc, kvh, sh, sh.hkv, 1.0f);
 }
 
 /* Pass 2: dQ of one query tile of query head h. */
 template <typename T>
 void backward_q_item(const T *q, const T *k, const T *v, const T *dout, const float *lse,
-                     const float *di, T *dq, const Shape &sh, int64_t b, int64_t h, int64_t qt,
-                     float *buf) {
+                     const float *di, T *dq, const Shape &sh, const Seq &sq, int64_t h,
+                     int64_t qt, float *buf) {
   const int64_t D = sh.d, q0 = qt * Br, kvh = h / sh.group();
-  const int nr = rows_of(q0, sh.seq, Br);
+  const int nr = rows_of(q0, sq.len, Br);
   float *qf = buf, *gf = qf + Br * D, *dqf = gf + Br * D, *kt = dqf + Br * D, *vt = kt + D * Bc,
         *kf = vt + D * Bc, *s = kf + Bc * D, *ds = s + Br * Bc;
-  const float *lse_h = lse + (b * sh.hq + h) * sh.seq, *di_h = di + (b * sh.hq + h) * sh.seq;
-  load_rows(q, qf, b, q0, nr, h, sh, sh.hq);
-  load_rows(dout, gf, b, q0, nr, h, sh, sh.hq);
+  const float *lse_h = lse + sq.lse_row(sh, h), *di_h = di + sq.lse_row(sh, h);
+  load_rows(q, qf, sq, q0, nr, h, sh, sh.hq);
+  load_rows(dout, gf, sq, q0, nr, h, sh, sh.hq);
   for (int64_t i = 0; i < (int64_t)nr * D; i++) dqf[i] = 0.0f;
-  const AttnRange tiles = attn_key_tiles(qt, sh.seq, sh.causal, sh.w);
+  const AttnRange tiles = attn_key_tiles(qt, sq.len, sh.causal, sq.w);
   for (int64_t ktile = tiles.begin; ktile < tiles.end; ktile++) {
     const int64_t k0 = ktile * Bc;
-    const int nc = rows_of(k0, sh.seq, Bc);
-    load_rows_t(k, kt, b, k0, nc, kvh, sh, sh.hkv);
-    load_rows_t(v, vt, b, k0, nc, kvh, sh, sh.hkv);
-    load_rows(k, kf, b, k0, nc, kvh, sh, sh.hkv);
+    const int nc = rows_of(k0, sq.len, Bc);
+    load_rows_t(k, kt, sq, k0, nc, kvh, sh, sh.hkv);
+    load_rows_t(v, vt, sq, k0, nc, kvh, sh, sh.hkv);
+    load_rows(k, kf, sq, k0, nc, kvh, sh, sh.hkv);
     tile_dot(qf, kt, s, nr, D);
     tile_dot(gf, vt, ds, nr, D);
-    tile_grad_scores(s, ds, lse_h + q0, di_h + q0, q0, nr, k0, nc, sh);
+    tile_grad_scores(s, ds, lse_h + q0, di_h + q0, q0, nr, k0, nc, sh, sq.w);
     tile_pv(ds, kf, dqf, nr, nc, D);
   }
-  store_rows(dqf, dq, b, q0, nr, h, sh, sh.hq, sh.scale);
+  store_rows(dqf, dq, sq, q0, nr, h, sh, sh.hq, sh.scale);
 }
 
 template <typename T>
 void backward(const T *q, const T *k, const T *v, const T *out, const T *dout, const float *lse,
-              T *dq, T *dk, T *dv, float *di, const Shape &sh, const Scratch &scratch) {
-  row_dots(out, dout, di, sh);
-  const int64_t ktiles = sh.k_tiles(), kv_items = sh.batch * sh.hkv * ktiles;
+              T *dq, T *dk, T *dv, float *di, const Shape &sh, const Seq *seqs,
+              const TileList &qtiles, const TileList &ktiles, const Scratch &scratch) {
+  row_dots(out, dout, di, sh, seqs, qtiles);
+  const int64_t kv_items = ktiles.count * sh.hkv;
 #pragma omp parallel for schedule(dynamic, 1) if (kv_items > 1)
   for (int64_t item = 0; item < kv_items; item++) {
-    const int64_t kt = item % ktiles, bh = item / ktiles;
-    backward_kv_item(q, k, v, dout, lse, di, dk, dv, sh, bh / sh.hkv, bh % sh.hkv, kt,
+    const TileList::Tile &t = ktiles.tiles[item / sh.hkv];
+    backward_kv_item(q, k, v, dout, lse, di, dk, dv, sh, seqs[t.seq], item % sh.hkv, t.tile,
                      scratch.mine());
   }
-  const int64_t qtiles = sh.q_tiles(), q_items = sh.batch * sh.hq * qtiles;
+  const int64_t q_items = qtiles.count * sh.hq;
 #pragma omp parallel for schedule(dynamic, 1) if (q_items > 1)
   for (int64_t item = 0; item < q_items; item++) {
-    const int64_t qt = item % qtiles, bh = item / qtiles;
-    backward_q_item(q, k, v, dout, lse, di, dq, sh, bh / sh.hq, bh % sh.hq, qt, scratch.mine());
+    const TileList::Tile &t = qtiles.tiles[item / sh.hq];
+    backward_q_item(q, k, v, dout, lse, di, dq, sh, seqs[t.seq], item % sh.hq, t.tile,
+                    scratch.mine());
   }
 }
 
-Shape make_shape(int64_t batch, int64_t seq, int64_t q_heads, int64_t kv_heads, int64_t head_dim,
-                 int32_t causal, int64_t window, float scale) {
-  return Shape{batch, seq, q_heads, kv_heads, head_dim, causal != 0, attn_window(window, seq),
-               scale};
-}
+/* The sequences of the batch (see attention_tiles.h) and their tiles. */
+struct Plan {
+  Shape sh;
+  Seq *seqs = nullptr;
+  int64_t nseq = 0;
+  TileList qtiles, ktiles;
+  bool build(const int32_t *cu_seqlens, int64_t batch) {
+    seqs = (Seq *)malloc((size_t)(batch > 0 ? batch : 1) * sizeof(Seq));
+    if (seqs == nullptr) return false;
+    nseq = batch;
+    for (int64_t b = 0; b < batch; b++) {
+      const AttnSeq a = attn_sequence(cu_seqlens, b, sh.seq, sh.hq);
+      seqs[b] = Seq{a.start, a.len, a.lse_base, attn_window(sh.window, a.len)};
+    }
+    return qtiles.build(seqs, nseq, Br) && ktiles.build(seqs, nseq, Bc);
+  }
+  ~Plan() { free(seqs); }
+};
 
 }  // namespace
 
 extern "C" {
 
 int32_t moe4j_cpu_attention_forward(int32_t dtype, const void *q, const void *k, const void *v,
-                                    void *out, float *lse, int64_t batch, int64_t seq,
-                                    int64_t q_heads, int64_t kv_heads, int64_t head_dim,
-                                    int32_t causal, int64_t window, float scale) {
+                                    void *out, float *lse, const int32_t *cu_seqlens,
+                                    int64_t batch, int64_t seq, int64_t q_heads, int64_t kv_heads,
+                                    int64_t head_dim, int32_t causal, int64_t window,
+                                    float scale) {
   const char *fn = "moe4j_cpu_attention_forward";
   ArgCheck chk(fn);
-  check_attention_forward(chk, dtype, q, k, v, out, lse, batch, seq, q_heads, kv_heads, head_dim,
-                          causal, window, scale);
+  check_attention_forward(chk, dtype, q, k, v, out, lse, cu_seqlens, batch, seq, q_heads,
+                          kv_heads, head_dim, causal, window, scale);
+  check_cu_seqlens_values(chk, cu_seqlens, batch, seq);
   if (chk.failed()) return chk.status();
-  if (batch * seq == 0) return MOE4J_OK;
-  const Shape sh = make_shape(batch, seq, q_heads, kv_heads, head_dim, causal, window, scale);
+  if (batch * seq == 0) return MOE4J_OK; /* varlen: batch 0 forces T = 0 */
+  Plan plan;
+  plan.sh = Shape{seq, q_heads, kv_heads, head_dim, causal != 0, window, scale};
   Scratch scratch;
-  if (!scratch.alloc(forward_scratch_floats(head_dim)))
-    return fail(MOE4J_ERR_OUT_OF_MEMORY, "%s: cannot allocate the per-thread tile buffers", fn);
+  if (!plan.build(cu_seqlens, batch) || !scratch.alloc(forward_scratch_floats(head_dim)))
+    return fail(MOE4J_ERR_OUT_OF_MEMORY, "%s: cannot allocate the tile list and tile buffers", fn);
   dispatch_float(dtype, [&](auto tag) {
     using T = decltype(tag);
-    forward((const T *)q, (const T *)k, (const T *)v, (T *)out, lse, sh, scratch);
+    forward((const T *)q, (const T *)k, (const T *)v, (T *)out, lse, plan.sh, plan.seqs,
+            plan.qtiles, scratch);
   });
+  return MOE4J_OK;
+}
+
+int32_t moe4j_cpu_attention_backward_workspace_bytes(int64_t batch, int64_t seq, int64_t q_heads,
+                                                     int64_t head_dim, int64_t *out_bytes) {
+  ArgCheck chk("moe4j_cpu_attention_backward_workspace_bytes");
+  check_attention_backward_workspace_bytes(chk, batch, seq, q_heads, head_dim, out_bytes);
+  if (chk.failed()) return chk.status();
+  *out_bytes = attention_backward_workspace_bytes(batch, seq, q_heads);
   return MOE4J_OK;
 }
 
 int32_t moe4j_cpu_attention_backward(int32_t dtype, const void *q, const void *k, const void *v,
                                      const void *out, const void *dout, const float *lse,
-                                     void *dq, void *dk, void *dv, int64_t batch, int64_t seq,
-                                     int64_t q_heads, int64_t kv_heads, int64_t head_dim,
-                                     int32_t causal, int64_t window, float scale) {
+                                     void *dq, void *dk, void *dv, const int32_t *cu_seqlens,
+                                     int64_t batch, int64_t seq, int64_t q_heads,
+                                     int64_t kv_heads, int64_t head_dim, int32_t causal,
+                                     int64_t window, float scale, void *workspace,
+                                     int64_t workspace_bytes) {
   const char *fn = "moe4j_cpu_attention_backward";
   ArgCheck chk(fn);
-  check_attention_backward(chk, dtype, q, k, v, out, dout, lse, dq, dk, dv, batch, seq, q_heads,
-                           kv_heads, head_dim, causal, window, scale);
+  check_attention_backward(chk, dtype, q, k, v, out, dout, lse, dq, dk, dv, cu_seqlens, batch,
+                           seq, q_heads, kv_heads, head_dim, causal, window, scale, workspace,
+                           workspace_bytes);
+  check_cu_seqlens_values(chk, cu_seqlens, batch, seq);
   if (chk.failed()) return chk.status();
   if (batch * seq == 0) return MOE4J_OK;
-  const Shape sh = make_shape(batch, seq, q_heads, kv_heads, head_dim, causal, window, scale);
+  Plan plan;
+  plan.sh = Shape{seq, q_heads, kv_heads, head_dim, causal != 0, window, scale};
   Scratch scratch;
-  const int64_t rows = batch * q_heads * seq;
-  float *di = (float *)malloc((size_t)rows * sizeof(float));
-  if (di == nullptr || !scratch.alloc(backward_scratch_floats(head_dim))) {
-    free(di);
-    return fail(MOE4J_ERR_OUT_OF_MEMORY, "%s: cannot allocate the row sums and tile buffers", fn);
-  }
+  if (!plan.build(cu_seqlens, batch) || !scratch.alloc(backward_scratch_floats(head_dim)))
+    return fail(MOE4J_ERR_OUT_OF_MEMORY, "%s: cannot allocate the tile list and tile buffers", fn);
   dispatch_float(dtype, [&](auto tag) {
     using T = decltype(tag);
     backward((const T *)q, (const T *)k, (const T *)v, (const T *)out, (const T *)dout, lse,
-             (T *)dq, (T *)dk, (T *)dv, di, sh, scratch);
+             (T *)dq, (T *)dk, (T *)dv, (float *)workspace, plan.sh, plan.seqs, plan.qtiles,
+             plan.ktiles, scratch);
   });
-  free(di);
   return MOE4J_OK;
 }
 

@@ -55,6 +55,17 @@ std::vector<double> widen(const std::vector<T> &v, size_t n) {
 
 double rb(double x) { return (double)bf16_bits_to_f32(f32_to_bf16_bits((float)x)); }
 
+/* The backward's workspace, sized by moe4j_cpu_attention_backward_workspace_bytes. */
+struct Workspace {
+  std::vector<float> buf;
+  int64_t bytes = 0;
+  Workspace(int64_t b, int64_t s, int64_t hq, int64_t d) {
+    CHECK_STATUS(moe4j_cpu_attention_backward_workspace_bytes(b, s, hq, d, &bytes), MOE4J_OK);
+    buf.assign(bytes / 4 + 1, 0.0f);
+  }
+  float *ptr() { return bytes == 0 ? nullptr : buf.data(); }
+};
+
 /* fp64 reference: materialized P [B, Hq, S, S], out, lse. */
 struct Fwd {
   std::vector<double> p, out, lse;
@@ -220,8 +231,8 @@ void check_case(const Shape &sh, uint64_t seed) {
   std::vector<T> out(nq + 1, from_f32<T>(kSentinel));
   std::vector<float> lse(nl + 1, kSentinel);
   CHECK_STATUS(moe4j_cpu_attention_forward(dt, q.data(), k.data(), v.data(), out.data(),
-                                           lse.data(), sh.b, sh.s, sh.hq, sh.hkv, sh.d, sh.causal,
-                                           sh.window, sh.scale),
+                                           lse.data(), nullptr, sh.b, sh.s, sh.hq, sh.hkv, sh.d,
+                                           sh.causal, sh.window, sh.scale),
                MOE4J_OK);
   CHECK(to_f32(out[nq]) == kSentinel && lse[nl] == kSentinel);
   const Fwd ref = ref_forward(sh, qd, kd, vd);
@@ -234,10 +245,11 @@ void check_case(const Shape &sh, uint64_t seed) {
 
   std::vector<T> dq(nq + 1, from_f32<T>(kSentinel)), dk(nkv + 1, from_f32<T>(kSentinel)),
       dv(nkv + 1, from_f32<T>(kSentinel));
+  Workspace ws(sh.b, sh.s, sh.hq, sh.d);
   CHECK_STATUS(moe4j_cpu_attention_backward(dt, q.data(), k.data(), v.data(), out.data(),
                                             dout.data(), lse.data(), dq.data(), dk.data(),
-                                            dv.data(), sh.b, sh.s, sh.hq, sh.hkv, sh.d, sh.causal,
-                                            sh.window, sh.scale),
+                                            dv.data(), nullptr, sh.b, sh.s, sh.hq, sh.hkv, sh.d,
+                                            sh.causal, sh.window, sh.scale, ws.ptr(), ws.bytes),
                MOE4J_OK);
   CHECK(to_f32(dq[nq]) == kSentinel && to_f32(dk[nkv]) == kSentinel &&
         to_f32(dv[nkv]) == kSentinel);
@@ -299,13 +311,15 @@ TEST_CASE(gradients_match_fp64_central_differences) {
                  w = check::randn(nq, 14);
       std::vector<float> out(nq), lse(sh.nlse()), dq(nq), dk(nkv), dv(nkv);
       CHECK_STATUS(moe4j_cpu_attention_forward(MOE4J_DTYPE_F32, q.data(), k.data(), v.data(),
-                                               out.data(), lse.data(), sh.b, sh.s, sh.hq, sh.hkv,
-                                               sh.d, sh.causal, sh.window, sh.scale),
+                                               out.data(), lse.data(), nullptr, sh.b, sh.s, sh.hq,
+                                               sh.hkv, sh.d, sh.causal, sh.window, sh.scale),
                    MOE4J_OK);
+      Workspace ws(sh.b, sh.s, sh.hq, sh.d);
       CHECK_STATUS(moe4j_cpu_attention_backward(MOE4J_DTYPE_F32, q.data(), k.data(), v.data(),
                                                 out.data(), w.data(), lse.data(), dq.data(),
-                                                dk.data(), dv.data(), sh.b, sh.s, sh.hq, sh.hkv,
-                                                sh.d, sh.causal, sh.window, sh.scale),
+                                                dk.data(), dv.data(), nullptr, sh.b, sh.s, sh.hq,
+                                                sh.hkv, sh.d, sh.causal, sh.window, sh.scale,
+                                                ws.ptr(), ws.bytes),
                    MOE4J_OK);
       /* L = Σ out * w in fp64; h = 1e-4: truncation ~1e-8 */
       std::vector<double> x[3] = {std::vector<double>(q.begin(), q.end()),
@@ -349,13 +363,15 @@ static void determinism_case(int32_t causal, int64_t window) {
     const int keep = omp_get_max_threads();
     omp_set_num_threads(threads);
     CHECK_STATUS(moe4j_cpu_attention_forward(dt, q.data(), k.data(), v.data(), r.out.data(),
-                                             r.lse.data(), sh.b, sh.s, sh.hq, sh.hkv, sh.d,
-                                             sh.causal, sh.window, sh.scale),
+                                             r.lse.data(), nullptr, sh.b, sh.s, sh.hq, sh.hkv,
+                                             sh.d, sh.causal, sh.window, sh.scale),
                  MOE4J_OK);
+    Workspace ws(sh.b, sh.s, sh.hq, sh.d);
     CHECK_STATUS(moe4j_cpu_attention_backward(dt, q.data(), k.data(), v.data(), r.out.data(),
                                               g.data(), r.lse.data(), r.dq.data(), r.dk.data(),
-                                              r.dv.data(), sh.b, sh.s, sh.hq, sh.hkv, sh.d,
-                                              sh.causal, sh.window, sh.scale),
+                                              r.dv.data(), nullptr, sh.b, sh.s, sh.hq, sh.hkv,
+                                              sh.d, sh.causal, sh.window, sh.scale, ws.ptr(),
+                                              ws.bytes),
                  MOE4J_OK);
     omp_set_num_threads(keep);
     return r;
@@ -384,8 +400,8 @@ TEST_CASE(bad_arguments_are_reported_before_any_write) {
   const int32_t F32 = MOE4J_DTYPE_F32, INV = MOE4J_ERR_INVALID_ARGUMENT;
   auto fwd = [&](int32_t dtype, const void *qp, void *op, float *lp, int64_t b, int64_t s,
                  int64_t hq, int64_t hkv, int64_t d, float scale) {
-    return moe4j_cpu_attention_forward(dtype, qp, k.data(), v.data(), op, lp, b, s, hq, hkv, d, 1,
-                                       0, scale);
+    return moe4j_cpu_attention_forward(dtype, qp, k.data(), v.data(), op, lp, nullptr, b, s, hq,
+                                       hkv, d, 1, 0, scale);
   };
   float *O = out.data(), *L = lse.data();
   const float *Q = q.data();
@@ -405,19 +421,21 @@ TEST_CASE(bad_arguments_are_reported_before_any_write) {
   CHECK_FAILS(fwd(F32, nullptr, O, L, B, S, Hq, Hkv, D, 0.5f), INV, "q is NULL");
   CHECK_FAILS(fwd(F32, Q, nullptr, L, B, S, Hq, Hkv, D, 0.5f), INV, "out is NULL");
   CHECK_FAILS(fwd(F32, Q, O, nullptr, B, S, Hq, Hkv, D, 0.5f), INV, "lse is NULL");
-  CHECK_FAILS(moe4j_cpu_attention_forward(F32, Q, nullptr, v.data(), O, L, B, S, Hq, Hkv, D, 0, 0, 0.5f), INV, "k is NULL");
-  CHECK_FAILS(moe4j_cpu_attention_forward(F32, Q, k.data(), nullptr, O, L, B, S, Hq, Hkv, D, 0, 0, 0.5f), INV, "v is NULL");
+  CHECK_FAILS(moe4j_cpu_attention_forward(F32, Q, nullptr, v.data(), O, L, nullptr, B, S, Hq, Hkv, D, 0, 0, 0.5f), INV, "k is NULL");
+  CHECK_FAILS(moe4j_cpu_attention_forward(F32, Q, k.data(), nullptr, O, L, nullptr, B, S, Hq, Hkv, D, 0, 0, 0.5f), INV, "v is NULL");
   CHECK_FAILS(fwd(F32, (const char *)Q + 2, O, L, B, S, Hq, Hkv, D, 0.5f), INV, "q (address");
   CHECK_FAILS(fwd(F32, Q, (float *)q.data() + 1, L, B, S, Hq, Hkv, D, 0.5f), INV, "out and q overlap");
-  CHECK_FAILS(moe4j_cpu_attention_forward(F32, Q, k.data(), v.data(), O, k.data(), B, S, Hq, Hkv, D, 0, 0, 0.5f), INV, "lse and k overlap");
+  CHECK_FAILS(moe4j_cpu_attention_forward(F32, Q, k.data(), v.data(), O, k.data(), nullptr, B, S, Hq, Hkv, D, 0, 0, 0.5f), INV, "lse and k overlap");
   CHECK_FAILS(fwd(F32, Q, O, O + 4, B, S, Hq, Hkv, D, 0.5f), INV, "out and lse overlap");
   for (float x : out) CHECK(x == 9.0f);
   for (float x : lse) CHECK(x == 9.0f);
 
+  Workspace ws(B, S, Hq, D);
   auto bwd = [&](int32_t dtype, const void *o, const float *l, void *gq, void *gk, void *gv,
                  int64_t hq, int64_t hkv, int64_t d, float scale) {
     return moe4j_cpu_attention_backward(dtype, Q, k.data(), v.data(), o, dout.data(), l, gq, gk,
-                                        gv, B, S, hq, hkv, d, 0, 5, scale);
+                                        gv, nullptr, B, S, hq, hkv, d, 0, 5, scale, ws.ptr(),
+                                        ws.bytes);
   };
   float *GQ = dq.data(), *GK = dk.data(), *GV = dv.data();
   CHECK_FAILS(bwd(MOE4J_DTYPE_I32, O, L, GQ, GK, GV, Hq, Hkv, D, 0.5f), MOE4J_ERR_UNSUPPORTED, "dtype");
@@ -429,7 +447,7 @@ TEST_CASE(bad_arguments_are_reported_before_any_write) {
   CHECK_FAILS(bwd(F32, O, L, nullptr, GK, GV, Hq, Hkv, D, 0.5f), INV, "dq is NULL");
   CHECK_FAILS(bwd(F32, O, L, GQ, nullptr, GV, Hq, Hkv, D, 0.5f), INV, "dk is NULL");
   CHECK_FAILS(bwd(F32, O, L, GQ, GK, nullptr, Hq, Hkv, D, 0.5f), INV, "dv is NULL");
-  CHECK_FAILS(moe4j_cpu_attention_backward(F32, Q, k.data(), v.data(), O, nullptr, L, GQ, GK, GV, B, S, Hq, Hkv, D, 0, 0, 0.5f), INV, "dout is NULL");
+  CHECK_FAILS(moe4j_cpu_attention_backward(F32, Q, k.data(), v.data(), O, nullptr, L, GQ, GK, GV, nullptr, B, S, Hq, Hkv, D, 0, 0, 0.5f, ws.ptr(), ws.bytes), INV, "dout is NULL");
   CHECK_FAILS(bwd(MOE4J_DTYPE_BF16, O, L, (char *)GQ + 1, GK, GV, Hq, Hkv, D, 0.5f), INV, "dq (address");
   CHECK_FAILS(bwd(F32, O, L, (float *)Q, GK, GV, Hq, Hkv, D, 0.5f), INV, "dq and q overlap");
   CHECK_FAILS(bwd(F32, O, L, GQ, O + 8, GV, Hq, Hkv, D, 0.5f), INV, "dk and out overlap");
@@ -440,12 +458,12 @@ TEST_CASE(bad_arguments_are_reported_before_any_write) {
   for (float x : dk) CHECK(x == 9.0f);
   for (float x : dv) CHECK(x == 9.0f);
   /* empty calls with NULL buffers succeed and clear the message */
-  CHECK_STATUS(moe4j_cpu_attention_forward(F32, nullptr, nullptr, nullptr, nullptr, nullptr, 0, S, Hq, Hkv, D, 1, 0, 0.5f), MOE4J_OK);
-  CHECK_STATUS(moe4j_cpu_attention_backward(F32, nullptr, nullptr, nullptr, nullptr, nullptr, nullptr, nullptr, nullptr, nullptr, B, 0, Hq, Hkv, D, 1, 0, 0.5f), MOE4J_OK);
+  CHECK_STATUS(moe4j_cpu_attention_forward(F32, nullptr, nullptr, nullptr, nullptr, nullptr, nullptr, 0, S, Hq, Hkv, D, 1, 0, 0.5f), MOE4J_OK);
+  CHECK_STATUS(moe4j_cpu_attention_backward(F32, nullptr, nullptr, nullptr, nullptr, nullptr, nullptr, nullptr, nullptr, nullptr, nullptr, B, 0, Hq, Hkv, D, 1, 0, 0.5f, nullptr, 0), MOE4J_OK);
   CHECK(moe4j_last_error()[0] == '\0');
   /* any window value is accepted (<= 0: none) */
-  CHECK_STATUS(moe4j_cpu_attention_forward(F32, Q, k.data(), v.data(), O, L, B, S, Hq, Hkv, D, 0, INT64_MIN, 0.5f), MOE4J_OK);
-  CHECK_STATUS(moe4j_cpu_attention_forward(F32, Q, k.data(), v.data(), O, L, B, S, Hq, Hkv, D, 1, INT64_MAX, 0.5f), MOE4J_OK);
+  CHECK_STATUS(moe4j_cpu_attention_forward(F32, Q, k.data(), v.data(), O, L, nullptr, B, S, Hq, Hkv, D, 0, INT64_MIN, 0.5f), MOE4J_OK);
+  CHECK_STATUS(moe4j_cpu_attention_forward(F32, Q, k.data(), v.data(), O, L, nullptr, B, S, Hq, Hkv, D, 1, INT64_MAX, 0.5f), MOE4J_OK);
 }
 
 TEST_MAIN("attention")

@@ -189,8 +189,8 @@ std::vector<double> forward_reference(const Case &c, const Data<float> &x) {
           v[(j * c.hkv + h) * c.d + d] = (float)key_at(c, x, b, j, h, d, true);
         }
     CHECK_STATUS(moe4j_cpu_attention_forward(MOE4J_DTYPE_F32, q.data(), k.data(), v.data(),
-                                             o.data(), lse.data(), 1, s, c.hq, c.hkv, c.d, 1,
-                                             c.window, c.scale),
+                                             o.data(), lse.data(), nullptr, 1, s, c.hq, c.hkv,
+                                             c.d, 1, c.window, c.scale),
                  MOE4J_OK);
     for (int64_t i = 0; i < c.t; i++)
       for (int64_t e = 0; e < c.hq * c.d; e++)

@@ -267,6 +267,22 @@ public interface Backend extends AutoCloseable {
       Tensor dv);
 
   /**
+   * Flash attention forward of a packed variable-length batch (FlashAttention "varlen"): B
+   * sequences packed without padding, sequence b = tokens cuSeqlens[b] .. cuSeqlens[b+1] − 1.
+   * q, out [T, Hq, D]; k, v [T, Hkv, D]; cuSeqlens I32 [B + 1] on this backend's device with
+   * 0 = c[0] ≤ … ≤ c[B] = T (the CPU checks the values; CUDA clamps them); lse F32 [Hq, T].
+   * Positions, the causal mask and the window restart at every sequence; no token sees another
+   * sequence.
+   */
+  void attentionForwardVarlen(
+      Tensor q, Tensor k, Tensor v, Tensor cuSeqlens, AttentionOptions options, Tensor out, Tensor lse);
+
+  /** The backward of {@link #attentionForwardVarlen}: dq like q; dk, dv like k (overwritten). */
+  void attentionBackwardVarlen(
+      Tensor q, Tensor k, Tensor v, Tensor out, Tensor dOut, Tensor lse, Tensor cuSeqlens, AttentionOptions options,
+      Tensor dq, Tensor dk, Tensor dv);
+
+  /**
    * KV-cache decode: appends kNew, vNew [B, N, Hkv, D] to kCache, vCache [B, maxSeq, Hkv, D] at
    * lengths[b] (I32 [B]; not advanced) and attends q [B, N, Hq, D] causally to the cache (window and
    * scale from options) into out [B, N, Hq, D]; splitK chunks the context (flash-decoding).

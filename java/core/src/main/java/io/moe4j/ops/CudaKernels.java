@@ -242,19 +242,28 @@ final class CudaKernels implements Kernels {
 
   @Override
   public void attentionForward(
-      int dtype, long q, long k, long v, long out, long lse, long batch, long seq, long qHeads, long kvHeads,
-      long headDim, AttentionOptions o) {
+      int dtype, long q, long k, long v, long out, long lse, long cuSeqlens, long batch, long seq, long qHeads,
+      long kvHeads, long headDim, AttentionOptions o) {
     check(CudaNative.moe4j_cuda_attention_forward(
-        dtype, q, k, v, out, lse, batch, seq, qHeads, kvHeads, headDim, o.causal() ? 1 : 0, o.window(), o.scale(), stream()));
+        dtype, q, k, v, out, lse, cuSeqlens, batch, seq, qHeads, kvHeads, headDim, o.causal() ? 1 : 0, o.window(),
+        o.scale(), stream()));
+  }
+
+  @Override
+  public long attentionBackwardWorkspaceBytes(long batch, long seq, long qHeads, long headDim) {
+    long[] bytes = {0};
+    check(CudaNative.moe4j_cuda_attention_backward_workspace_bytes(batch, seq, qHeads, headDim, bytes));
+    return bytes[0];
   }
 
   @Override
   public void attentionBackward(
-      int dtype, long q, long k, long v, long out, long dOut, long lse, long dq, long dk, long dv, long batch,
-      long seq, long qHeads, long kvHeads, long headDim, AttentionOptions o) {
+      int dtype, long q, long k, long v, long out, long dOut, long lse, long dq, long dk, long dv, long cuSeqlens,
+      long batch, long seq, long qHeads, long kvHeads, long headDim, AttentionOptions o, long workspace,
+      long workspaceBytes) {
     check(CudaNative.moe4j_cuda_attention_backward(
-        dtype, q, k, v, out, dOut, lse, dq, dk, dv, batch, seq, qHeads, kvHeads, headDim, o.causal() ? 1 : 0,
-        o.window(), o.scale(), stream()));
+        dtype, q, k, v, out, dOut, lse, dq, dk, dv, cuSeqlens, batch, seq, qHeads, kvHeads, headDim,
+        o.causal() ? 1 : 0, o.window(), o.scale(), workspace, workspaceBytes, stream()));
   }
 
   @Override

@@ -106,13 +106,17 @@ interface Kernels {
 
   void rope(boolean backward, int dtype, long in, long out, long positions, long tokens, long heads, long headDim, float theta);
 
+  /** cuSeqlens 0 (NULL): a uniform batch; else a packed varlen batch (seq = total tokens). */
   void attentionForward(
-      int dtype, long q, long k, long v, long out, long lse, long batch, long seq, long qHeads, long kvHeads,
-      long headDim, AttentionOptions options);
+      int dtype, long q, long k, long v, long out, long lse, long cuSeqlens, long batch, long seq, long qHeads,
+      long kvHeads, long headDim, AttentionOptions options);
+
+  long attentionBackwardWorkspaceBytes(long batch, long seq, long qHeads, long headDim);
 
   void attentionBackward(
-      int dtype, long q, long k, long v, long out, long dOut, long lse, long dq, long dk, long dv, long batch,
-      long seq, long qHeads, long kvHeads, long headDim, AttentionOptions options);
+      int dtype, long q, long k, long v, long out, long dOut, long lse, long dq, long dk, long dv, long cuSeqlens,
+      long batch, long seq, long qHeads, long kvHeads, long headDim, AttentionOptions options, long workspace,
+      long workspaceBytes);
 
   long attentionDecodeWorkspaceBytes(long batch, long newTokens, long qHeads, long headDim, int splitK);
 

@@ -808,6 +808,24 @@ final class NativeBackend implements Backend {
     return t.dim(2);
   }
 
+  /** [T, H, D] with the given T, D; returns H. */
+  private static long packedHeads(String op, String name, Tensor t, long tokens, long headDim) {
+    if (t.rank() != 3 || t.dim(0) != tokens || t.dim(2) != headDim)
+      throw Checks.error(op, name + " must be [" + tokens + ", H, " + headDim + "], got "
+          + java.util.Arrays.toString(t.shape()));
+    return t.dim(1);
+  }
+
+  /** cuSeqlens I32 [B + 1] on this device; returns B. */
+  private long sequences(String op, Tensor cuSeqlens) {
+    on(op, "cuSeqlens", cuSeqlens);
+    dtype(op, "cuSeqlens", cuSeqlens, DType.I32);
+    if (cuSeqlens.rank() != 1 || cuSeqlens.dim(0) < 1)
+      throw Checks.error(op, "cuSeqlens must be I32 [B + 1] (rank 1, at least one element), got "
+          + java.util.Arrays.toString(cuSeqlens.shape()));
+    return cuSeqlens.dim(0) - 1;
+  }
+
   @Override
   public void attentionForward(Tensor q, Tensor k, Tensor v, AttentionOptions options, Tensor out, Tensor lse) {
     String op = "attentionForward";
@@ -816,14 +834,33 @@ final class NativeBackend implements Backend {
     long b = q.dim(0), s = q.dim(1), hq = q.dim(2), d = q.dim(3);
     on(op, "k", k);
     long hkv = heads(op, "k", k, b, s, d);
+    forward(op, q, k, v, null, b, s, hq, hkv, d, options, out, lse);
+  }
+
+  @Override
+  public void attentionForwardVarlen(
+      Tensor q, Tensor k, Tensor v, Tensor cuSeqlens, AttentionOptions options, Tensor out, Tensor lse) {
+    String op = "attentionForwardVarlen";
+    on(op, "q", q);
+    if (q.rank() != 3) throw Checks.error(op, "q must be [T, Hq, D], got " + java.util.Arrays.toString(q.shape()));
+    long t = q.dim(0), hq = q.dim(1), d = q.dim(2);
+    on(op, "k", k);
+    long hkv = packedHeads(op, "k", k, t, d);
+    forward(op, q, k, v, cuSeqlens, sequences(op, cuSeqlens), t, hq, hkv, d, options, out, lse);
+  }
+
+  /** The checks both layouts share once q and k gave the sizes (varlen: b sequences, s = T). */
+  private void forward(
+      String op, Tensor q, Tensor k, Tensor v, Tensor cuSeqlens, long b, long s, long hq, long hkv, long d,
+      AttentionOptions options, Tensor out, Tensor lse) {
     on(op, "v", v);
     shape(op, "v", v, k.shape());
     on(op, "out", out);
     shape(op, "out", out, q.shape());
     for (Tensor t : new Tensor[] {k, v, out}) sameDtype(op, "k, v and out", t, "q", q);
-    vector(op, "lse", lse, DType.F32, b * hq * s);
+    vector(op, "lse", lse, DType.F32, (cuSeqlens == null ? b : 1) * hq * s);
     kernels.attentionForward(q.dtype().code(), q.address(), k.address(), v.address(), out.address(), lse.address(),
-        b, s, hq, hkv, d, options);
+        addr(cuSeqlens), b, s, hq, hkv, d, options);
   }
 
   @Override
@@ -836,6 +873,25 @@ final class NativeBackend implements Backend {
     long b = q.dim(0), s = q.dim(1), hq = q.dim(2), d = q.dim(3);
     on(op, "k", k);
     long hkv = heads(op, "k", k, b, s, d);
+    backward(op, q, k, v, out, dOut, lse, null, b, s, hq, hkv, d, options, dq, dk, dv);
+  }
+
+  @Override
+  public void attentionBackwardVarlen(
+      Tensor q, Tensor k, Tensor v, Tensor out, Tensor dOut, Tensor lse, Tensor cuSeqlens, AttentionOptions options,
+      Tensor dq, Tensor dk, Tensor dv) {
+    String op = "attentionBackwardVarlen";
+    on(op, "q", q);
+    if (q.rank() != 3) throw Checks.error(op, "q must be [T, Hq, D], got " + java.util.Arrays.toString(q.shape()));
+    long t = q.dim(0), hq = q.dim(1), d = q.dim(2);
+    on(op, "k", k);
+    long hkv = packedHeads(op, "k", k, t, d);
+    backward(op, q, k, v, out, dOut, lse, cuSeqlens, sequences(op, cuSeqlens), t, hq, hkv, d, options, dq, dk, dv);
+  }
+
+  private void backward(
+      String op, Tensor q, Tensor k, Tensor v, Tensor out, Tensor dOut, Tensor lse, Tensor cuSeqlens, long b, long s,
+      long hq, long hkv, long d, AttentionOptions options, Tensor dq, Tensor dk, Tensor dv) {
     like(op, "out", out, "q", q);
     like(op, "dOut", dOut, "q", q);
     like(op, "dq", dq, "q", q);
@@ -843,9 +899,15 @@ final class NativeBackend implements Backend {
     like(op, "v", v, "k", k);
     like(op, "dk", dk, "k", k);
     like(op, "dv", dv, "k", k);
-    vector(op, "lse", lse, DType.F32, b * hq * s);
-    kernels.attentionBackward(q.dtype().code(), q.address(), k.address(), v.address(), out.address(), dOut.address(),
-        lse.address(), dq.address(), dk.address(), dv.address(), b, s, hq, hkv, d, options);
+    vector(op, "lse", lse, DType.F32, (cuSeqlens == null ? b : 1) * hq * s);
+    // a varlen batch needs the row sums of its T tokens only: ask for one sequence of T
+    long bytes = kernels.attentionBackwardWorkspaceBytes(cuSeqlens == null ? b : 1, s, hq, d);
+    try (Tensor workspace = empty(DType.U8, bytes)) {
+      // workspace returns to the cache while the GPU may still use it: safe, later users are on the same stream
+      kernels.attentionBackward(q.dtype().code(), q.address(), k.address(), v.address(), out.address(),
+          dOut.address(), lse.address(), dq.address(), dk.address(), dv.address(), addr(cuSeqlens), b, s, hq, hkv, d,
+          options, bytes == 0 ? 0 : workspace.address(), bytes);
+    }
   }
 
   @Override

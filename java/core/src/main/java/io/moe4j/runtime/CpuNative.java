@@ -156,12 +156,16 @@ public final class CpuNative {
       int dtype, long dOut, long dx, long positions, long tokens, long heads, long headDim, float theta);
 
   public static native int moe4j_cpu_attention_forward(
-      int dtype, long q, long k, long v, long out, long lse, long batch, long seq, long qHeads, long kvHeads,
-      long headDim, int causal, long window, float scale);
+      int dtype, long q, long k, long v, long out, long lse, long cuSeqlens, long batch, long seq, long qHeads,
+      long kvHeads, long headDim, int causal, long window, float scale);
+
+  public static native int moe4j_cpu_attention_backward_workspace_bytes(
+      long batch, long seq, long qHeads, long headDim, long[] outBytes);
 
   public static native int moe4j_cpu_attention_backward(
-      int dtype, long q, long k, long v, long out, long dOut, long lse, long dq, long dk, long dv, long batch,
-      long seq, long qHeads, long kvHeads, long headDim, int causal, long window, float scale);
+      int dtype, long q, long k, long v, long out, long dOut, long lse, long dq, long dk, long dv, long cuSeqlens,
+      long batch, long seq, long qHeads, long kvHeads, long headDim, int causal, long window, float scale,
+      long workspace, long workspaceBytes);
 
   public static native int moe4j_cpu_attention_decode_workspace_bytes(
       long batch, long newTokens, long qHeads, long headDim, int splitK, long[] outBytes);

@@ -154,12 +154,16 @@ public final class CudaNative {
       int dtype, long dOut, long dx, long positions, long tokens, long heads, long headDim, float theta, long stream);
 
   public static native int moe4j_cuda_attention_forward(
-      int dtype, long q, long k, long v, long out, long lse, long batch, long seq, long qHeads, long kvHeads,
-      long headDim, int causal, long window, float scale, long stream);
+      int dtype, long q, long k, long v, long out, long lse, long cuSeqlens, long batch, long seq, long qHeads,
+      long kvHeads, long headDim, int causal, long window, float scale, long stream);
+
+  public static native int moe4j_cuda_attention_backward_workspace_bytes(
+      long batch, long seq, long qHeads, long headDim, long[] outBytes);
 
   public static native int moe4j_cuda_attention_backward(
-      int dtype, long q, long k, long v, long out, long dOut, long lse, long dq, long dk, long dv, long batch,
-      long seq, long qHeads, long kvHeads, long headDim, int causal, long window, float scale, long stream);
+      int dtype, long q, long k, long v, long out, long dOut, long lse, long dq, long dk, long dv, long cuSeqlens,
+      long batch, long seq, long qHeads, long kvHeads, long headDim, int causal, long window, float scale,
+      long workspace, long workspaceBytes, long stream);
 
   public static native int moe4j_cuda_attention_decode_workspace_bytes(
       long batch, long newTokens, long qHeads, long headDim, int splitK, long[] outBytes);
