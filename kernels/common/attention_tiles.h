@@ -121,4 +121,32 @@ MOE4J_HD int64_t attn_find_sequence(const int32_t *cu, int64_t batch, int64_t se
   return (t >= s.start && t < s.start + s.len) ? b : -1;
 }
 
+/* Does every (i, j) with q0 <= i < q1, k0 <= j < k1 pass attn_allowed? Then a kernel may skip the
+ * element mask for the tile (the common case off the diagonal / window edge). The extreme pairs
+ * decide it: the causal test is hardest at (q0, k1 - 1), the window test at (q1 - 1, k0). An
+ * empty rectangle is vacuously unmasked. w from attn_window. */
+MOE4J_HD bool attn_tile_unmasked(int64_t q0, int64_t q1, int64_t k0, int64_t k1, bool causal,
+                                 int64_t w) {
+  if (q1 <= q0 || k1 <= k0) return true;
+  if (causal && k1 - 1 > q0) return false;
+  if (w > 0 && k0 <= q1 - 1 - w) return false;
+  return true;
+}
+
+/* Shared-memory layout of the CUDA kernels' [64 rows][d] bf16 tiles (kernels/flash_attention.cu),
+ * kept here so the CPU tests can check it: 16-byte chunk c (8 elements) of row r is stored at chunk
+ * c ^ (r & 7), so 8 consecutive rows at the same chunk (one ldmatrix phase) land in 8 different
+ * 16-byte bank groups. Element offset of (row, chunk): */
+MOE4J_HD int attn_smem_swizzle(int row, int chunk, int d) {
+  return row * d + ((chunk ^ (row & 7)) << 3);
+}
+
+/* The lane-dependent part of attn_smem_swizzle(R + lr, C + lc, d) for R % 8 == 0, C even and lc
+ * in {0, 1} (every ldmatrix address of the kernels): since (C + lc) ^ (lr & 7) == (C & ~7) +
+ * ((C & 7) ^ lc ^ (lr & 7)), it equals R * d + (C & ~7) * 8 + attn_smem_lane_part(lr, lc,
+ * (C & 7) / 2, d), and a lane needs only 4 such parts (c4 = 0..3) for all (R, C). */
+MOE4J_HD int attn_smem_lane_part(int lr, int lc, int c4, int d) {
+  return lr * d + (((2 * c4) ^ lc ^ (lr & 7)) << 3);
+}
+
 }  // namespace moe4j
