@@ -3,8 +3,10 @@ package io.moe4j.io;
 import com.fasterxml.jackson.databind.ObjectMapper;
 import com.fasterxml.jackson.databind.node.ArrayNode;
 import com.fasterxml.jackson.databind.node.ObjectNode;
+import com.sun.jna.Pointer;
 import io.moe4j.ops.Backend;
 import io.moe4j.tensor.DType;
+import io.moe4j.tensor.Device;
 import io.moe4j.tensor.HalfFloats;
 import io.moe4j.tensor.Tensor;
 import java.io.IOException;
@@ -80,12 +82,28 @@ public final class SafetensorsWriter {
     long[] shape = tensor.shape();
     long numel = tensor.numel();
     return put(name, new Entry(st, shape, numel * st.size(), (out, d) -> {
+      // Host tensors go to the file straight from native memory (cast by the backend's kernel,
+      // which rounds exactly like HalfFloats); device tensors come over as floats.
+      boolean direct = backend.device().kind() == Device.Kind.CPU && ByteOrder.nativeOrder() == ByteOrder.LITTLE_ENDIAN;
       for (long off = 0; off < numel; off += CHUNK_ELEMENTS) {
         int n = (int) Math.min(CHUNK_ELEMENTS, numel - off);
-        float[] values = backend.toFloats(tensor.view(off, n));
-        writeFully(out, encode(values, 0, n, d));
+        Tensor part = tensor.view(off, n);
+        if (direct && part.dtype() == dtype) {
+          writeFully(out, hostBytes(part));
+        } else if (direct) {
+          try (Tensor staging = backend.empty(dtype, n)) {
+            backend.cast(part, staging);
+            writeFully(out, hostBytes(staging));
+          }
+        } else {
+          writeFully(out, encode(backend.toFloats(part), 0, n, d));
+        }
       }
     }));
+  }
+
+  private static ByteBuffer hostBytes(Tensor t) {
+    return new Pointer(t.address()).getByteBuffer(0, t.byteSize());
   }
 
   /** Raw little-endian bytes of any safetensors dtype (e.g. integer tensors). */

@@ -112,6 +112,30 @@ class SafetensorsFileTest {
   }
 
   @Test
+  void tensorSourcesWriteTheSameBytesAsHostArrays() throws IOException {
+    float[] v = random(3 * (1 << 20) / 2, 9); // 1.5 writer chunks
+    float[] special = {Float.NaN, Float.POSITIVE_INFINITY, Float.NEGATIVE_INFINITY, -0f, 65504f, 65520f, 1e-8f, 0x1p-24f,
+        1f + 0x1p-8f, 1f + 3 * 0x1p-8f, Float.MIN_VALUE, Float.MAX_VALUE, 3.0e38f, -1e-40f};
+    System.arraycopy(special, 0, v, 0, special.length);
+    try (Tensor f32 = cpu.fromFloats(v, DType.F32, v.length); Tensor bf16 = cpu.fromFloats(v, DType.BF16, v.length)) {
+      for (DType target : List.of(DType.F32, DType.BF16, DType.F16)) {
+        Path fromArray = dir.resolve("array-" + target + ".safetensors");
+        Path fromTensor = dir.resolve("tensor-" + target + ".safetensors");
+        new SafetensorsWriter(fromArray).add("w", target, new long[] {v.length}, v).write();
+        new SafetensorsWriter(fromTensor).add("w", target, f32, cpu).write();
+        assertArrayEquals(Files.readAllBytes(fromArray), Files.readAllBytes(fromTensor), "F32 tensor -> " + target);
+      }
+      float[] rounded = new float[v.length];
+      for (int i = 0; i < v.length; i++) rounded[i] = HalfFloats.roundToBf16(v[i]);
+      Path fromArray = dir.resolve("rounded.safetensors");
+      Path fromTensor = dir.resolve("widened.safetensors");
+      new SafetensorsWriter(fromArray).add("w", DType.F32, new long[] {v.length}, rounded).write();
+      new SafetensorsWriter(fromTensor).add("w", DType.F32, bf16, cpu).write();
+      assertArrayEquals(Files.readAllBytes(fromArray), Files.readAllBytes(fromTensor), "BF16 tensor -> F32");
+    }
+  }
+
+  @Test
   void mapsTensorsForNativeAccess() throws IOException {
     Path file = dir.resolve("m.safetensors");
     float[] a = random(10, 4);
