@@ -178,6 +178,16 @@ class SafetensorsFileTest {
         float[] back = cpu.toFloats(t);
         for (int i = 0; i < v.length; i++) assertEquals(HalfFloats.f16ToFloat(HalfFloats.floatToF16(v[i])), back[i]);
       }
+      try (Tensor t = f.load(cpu, "f16", DType.BF16)) {
+        float[] back = cpu.toFloats(t);
+        for (int i = 0; i < v.length; i++)
+          assertEquals(HalfFloats.roundToBf16(HalfFloats.f16ToFloat(HalfFloats.floatToF16(v[i]))), back[i]);
+      }
+      try (Tensor t = f.load(cpu, "bf16", DType.F16)) {
+        float[] back = cpu.toFloats(t);
+        for (int i = 0; i < v.length; i++)
+          assertEquals(HalfFloats.f16ToFloat(HalfFloats.floatToF16(HalfFloats.roundToBf16(v[i]))), back[i]);
+      }
       // Chunked copies (7 elements per mapping, 1000 = 142 * 7 + 6) give the same result.
       for (String name : List.of("f32", "bf16")) {
         try (Tensor whole = f.load(cpu, name, DType.F32); Tensor chunked = cpu.empty(DType.F32, 10, 100)) {
