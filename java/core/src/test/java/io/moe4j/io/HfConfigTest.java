@@ -358,5 +358,18 @@ class HfConfigTest {
     assertEquals(new GenerationConfig(257, 258), GenerationConfig.read(file));
     new GenerationConfig(-1, 50279).write(file);
     assertEquals(new GenerationConfig(-1, 50279), GenerationConfig.read(file));
+    new GenerationConfig(151643, List.of(151645, 151643)).write(file);
+    GenerationConfig qwen = GenerationConfig.read(file);
+    assertEquals(List.of(151645, 151643), qwen.eosTokenIds());
+    assertEquals(151645, qwen.eosTokenId());
+    assertEquals(-1, new GenerationConfig(1, -1).eosTokenId());
+  }
+
+  @Test
+  void generationConfigRejectsBadIds() throws IOException {
+    Path file = dir.resolve(GenerationConfig.FILE_NAME);
+    Files.writeString(file, "{\"eos_token_id\": [2, \"x\"]}");
+    IllegalArgumentException e = assertThrows(IllegalArgumentException.class, () -> GenerationConfig.read(file));
+    assertTrue(e.getMessage().contains(file.toString()) && e.getMessage().contains("eos_token_id"), e.getMessage());
   }
 }
