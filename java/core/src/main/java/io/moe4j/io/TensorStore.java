@@ -9,7 +9,8 @@ import java.util.Set;
 
 /**
  * Named tensors on disk: one safetensors file or a sharded set behind an index. Reads copy from
- * memory-mapped file ranges into backend tensors, converting between F32, BF16 and F16.
+ * memory-mapped file ranges into backend tensors, converting between F32, BF16 and F16. Not
+ * thread-safe: use one store per thread, or synchronize.
  */
 public interface TensorStore extends AutoCloseable {
 
@@ -57,16 +58,16 @@ public interface TensorStore extends AutoCloseable {
   void close();
 
   /**
-   * Opens the weights of an HF checkpoint directory: {@value #INDEX_FILE} (sharded) if present,
-   * else {@value #SINGLE_FILE}.
+   * Opens the weights of an HF checkpoint directory: {@value #SINGLE_FILE} if present, else the
+   * shards of {@value #INDEX_FILE} (the order transformers looks for them in).
    */
   static TensorStore open(Path directory) {
     if (!Files.isDirectory(directory))
       throw new IllegalArgumentException("checkpoint directory " + directory + " does not exist or is not a directory");
-    Path index = directory.resolve(INDEX_FILE);
-    if (Files.exists(index)) return ShardedSafetensors.open(index);
     Path single = directory.resolve(SINGLE_FILE);
     if (Files.exists(single)) return SafetensorsFile.open(single);
+    Path index = directory.resolve(INDEX_FILE);
+    if (Files.exists(index)) return ShardedSafetensors.open(index);
     throw new IllegalArgumentException(
         "checkpoint directory " + directory + " holds neither " + SINGLE_FILE + " nor " + INDEX_FILE);
   }

@@ -307,6 +307,20 @@ class SafetensorsFileTest {
   }
 
   @Test
+  void tensorsOver2GiBCannotBeMappedWhole() throws IOException {
+    long big = 1L << 31;
+    Path file = raw("{\"big\":{\"dtype\":\"U8\",\"shape\":[" + big + "],\"data_offsets\":[0," + big + "]}}      ", 0);
+    try (RandomAccessFile f = new RandomAccessFile(file.toFile(), "rw")) {
+      f.setLength(f.length() + big); // sparse: no disk used
+    }
+    try (SafetensorsFile f = SafetensorsFile.open(file)) {
+      assertEquals(big, f.info("big").byteLength());
+      IllegalArgumentException e = assertThrows(IllegalArgumentException.class, () -> f.map("big"));
+      contains(e.getMessage(), "'big'", "2 GiB", file.toString());
+    }
+  }
+
+  @Test
   void writerRejectsBadArguments() {
     SafetensorsWriter w = new SafetensorsWriter(dir.resolve("w.safetensors"));
     IllegalArgumentException e = assertThrows(IllegalArgumentException.class, () -> w.add("x", DType.F32, new long[] {2, 2}, new float[3]));
