@@ -12,10 +12,14 @@ import java.nio.file.LinkOption;
 import java.nio.file.Path;
 import java.util.ArrayList;
 import java.util.Arrays;
+import java.util.Comparator;
 import java.util.HashSet;
 import java.util.List;
+import java.util.Locale;
 import java.util.Map;
 import java.util.Set;
+import java.util.TreeMap;
+import java.util.regex.Pattern;
 
 /**
  * Hugging Face checkpoint directories: config.json, model.safetensors (or shards behind
@@ -34,6 +38,8 @@ public final class HfCheckpoint {
 
   private static final Set<String> RESERVED =
       Set.of(HfConfig.FILE_NAME, TensorStore.SINGLE_FILE, TensorStore.INDEX_FILE, GenerationConfig.FILE_NAME);
+
+  private static final Pattern SHARD_NAME = Pattern.compile("model-\\d+-of-\\d+\\.safetensors");
 
   private HfCheckpoint() {}
 
@@ -65,12 +71,24 @@ public final class HfCheckpoint {
   // ---- saving -------------------------------------------------------------------------------
 
   /**
-   * Writes {@code dir} atomically. {@code weightsDtype} (F32, BF16 or F16) is the stored type of
-   * every parameter; {@code extraFiles} (plain file names → contents, may be empty) are written as
-   * they are.
+   * Writes {@code dir} atomically with all weights in one model.safetensors. {@code weightsDtype}
+   * (F32, BF16 or F16) is the stored type of every parameter; {@code extraFiles} (plain file names →
+   * contents, may be empty) are written as they are.
    */
   public static void save(
       Path dir, ModelConfig config, List<Parameter> params, Backend backend, DType weightsDtype, Map<String, byte[]> extraFiles) {
+    save(dir, config, params, backend, weightsDtype, extraFiles, Long.MAX_VALUE);
+  }
+
+  /**
+   * As {@link #save(Path, ModelConfig, List, Backend, DType, Map)}, splitting the weights into
+   * shards of at most {@code maxShardBytes} of tensor data each (a larger single tensor gets a shard
+   * of its own) named model-0000i-of-0000n.safetensors behind model.safetensors.index.json, as
+   * transformers' save_pretrained does; one shard is written as plain model.safetensors.
+   */
+  public static void save(Path dir, ModelConfig config, List<Parameter> params, Backend backend, DType weightsDtype,
+      Map<String, byte[]> extraFiles, long maxShardBytes) {
+    if (maxShardBytes <= 0) throw new IllegalArgumentException("save: maxShardBytes must be > 0, got " + maxShardBytes);
     if (dir == null || config == null || params == null || backend == null)
       throw new IllegalArgumentException("save: dir, config, params and backend must not be null");
     if (weightsDtype == null || !weightsDtype.isFloatingPoint())
@@ -79,7 +97,7 @@ public final class HfCheckpoint {
     for (String name : extras.keySet()) {
       if (name == null || name.isEmpty() || name.contains("/") || name.contains("\\") || name.startsWith("."))
         throw new IllegalArgumentException("save: extra file names must be plain file names, got '" + name + "'");
-      if (RESERVED.contains(name))
+      if (RESERVED.contains(name) || SHARD_NAME.matcher(name).matches())
         throw new IllegalArgumentException("save: extra file '" + name + "' would replace the checkpoint's own " + name);
     }
     List<Slot> slots = slots(params);
@@ -93,10 +111,7 @@ public final class HfCheckpoint {
       Files.createDirectory(temp);
       HfConfig.write(config, temp.resolve(HfConfig.FILE_NAME), weightsDtype);
       GenerationConfig.of(config).write(temp.resolve(GenerationConfig.FILE_NAME));
-      SafetensorsWriter writer = new SafetensorsWriter(temp.resolve(TensorStore.SINGLE_FILE));
-      for (Slot s : slots)
-        writer.add(s.hfName(), weightsDtype, s.parameter().value().view(s.elementOffset(), s.shape()), backend);
-      writer.write();
+      writeWeights(temp, slots, backend, weightsDtype, maxShardBytes);
       for (Map.Entry<String, byte[]> e : extras.entrySet()) AtomicFiles.writeBytes(temp.resolve(e.getKey()), e.getValue());
       AtomicFiles.syncDirectory(temp);
       swapIn(temp, target, true);
@@ -107,6 +122,41 @@ public final class HfCheckpoint {
       AtomicFiles.deleteQuietly(temp);
       throw e;
     }
+  }
+
+  private static void writeWeights(Path dir, List<Slot> slots, Backend backend, DType dtype, long maxShardBytes) {
+    List<Slot> sorted = new ArrayList<>(slots);
+    sorted.sort(Comparator.comparing(Slot::hfName));
+    List<List<Slot>> shards = new ArrayList<>();
+    long filled = 0;
+    long total = 0;
+    for (Slot s : sorted) {
+      long bytes = Arrays.stream(s.shape()).reduce(1, Math::multiplyExact) * dtype.size();
+      if (shards.isEmpty() || (filled > 0 && filled + bytes > maxShardBytes)) {
+        shards.add(new ArrayList<>());
+        filled = 0;
+      }
+      shards.get(shards.size() - 1).add(s);
+      filled += bytes;
+      total += bytes;
+    }
+    if (shards.size() <= 1) {
+      writeShard(dir.resolve(TensorStore.SINGLE_FILE), shards.isEmpty() ? List.of() : shards.get(0), backend, dtype);
+      return;
+    }
+    Map<String, String> weightMap = new TreeMap<>();
+    for (int i = 0; i < shards.size(); i++) {
+      String name = String.format(Locale.ROOT, "model-%05d-of-%05d.safetensors", i + 1, shards.size());
+      writeShard(dir.resolve(name), shards.get(i), backend, dtype);
+      for (Slot s : shards.get(i)) weightMap.put(s.hfName(), name);
+    }
+    new SafetensorsIndex(Map.of("total_size", total), weightMap).write(dir.resolve(TensorStore.INDEX_FILE));
+  }
+
+  private static void writeShard(Path file, List<Slot> slots, Backend backend, DType dtype) {
+    SafetensorsWriter writer = new SafetensorsWriter(file);
+    for (Slot s : slots) writer.add(s.hfName(), dtype, s.parameter().value().view(s.elementOffset(), s.shape()), backend);
+    writer.write();
   }
 
   /**

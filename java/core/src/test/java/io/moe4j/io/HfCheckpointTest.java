@@ -182,6 +182,42 @@ class HfCheckpointTest {
   }
 
   @Test
+  void shardedSaveSplitsByBytesAndLoadsBack() throws IOException {
+    Path dir = tmp.resolve("sharded-save");
+    List<Parameter> saved = model(70);
+    // F32 tensors here are 128..384 bytes (the embedding and head 352), 800 bytes per shard.
+    HfCheckpoint.save(dir, ModelConfig.demo(), saved, cpu, DType.F32, Map.of(), 800);
+    Set<String> files = listing(dir);
+    assertTrue(files.contains(TensorStore.INDEX_FILE) && !files.contains(TensorStore.SINGLE_FILE), files.toString());
+    List<String> shards = files.stream().filter(f -> f.startsWith("model-")).toList();
+    assertTrue(shards.size() >= 3, shards.toString());
+    for (int i = 0; i < shards.size(); i++)
+      assertEquals(String.format("model-%05d-of-%05d.safetensors", i + 1, shards.size()), shards.get(i));
+    SafetensorsIndex index = SafetensorsIndex.read(dir.resolve(TensorStore.INDEX_FILE));
+    assertEquals(13, index.weightMap().size());
+    long total = 0;
+    for (String shard : shards) {
+      try (SafetensorsFile f = SafetensorsFile.open(dir.resolve(shard))) {
+        long bytes = f.names().stream().mapToLong(n -> f.info(n).byteLength()).sum();
+        assertTrue(bytes <= 800, shard + " holds " + bytes + " bytes");
+        for (String n : f.names()) assertEquals(shard, index.weightMap().get(n));
+        total += bytes;
+      }
+    }
+    assertEquals(((Number) index.metadata().get("total_size")).longValue(), total);
+    List<Parameter> loaded = model(71);
+    HfCheckpoint.loadInto(dir, loaded, cpu);
+    for (int i = 0; i < saved.size(); i++) assertArrayEquals(values(saved.get(i)), values(loaded.get(i)));
+
+    // One shard's worth is written as a plain model.safetensors.
+    HfCheckpoint.save(dir, ModelConfig.demo(), saved, cpu, DType.F32, Map.of(), 1L << 30);
+    assertEquals(Set.of("config.json", "generation_config.json", "model.safetensors"), listing(dir));
+    String m = error(() -> HfCheckpoint.save(dir, ModelConfig.demo(), saved, cpu, DType.F32,
+        Map.of("model-00001-of-00002.safetensors", new byte[0]), 800));
+    contains(m, "model-00001-of-00002.safetensors");
+  }
+
+  @Test
   void overwritingReplacesTheDirectoryAtomically() throws IOException {
     Path dir = tmp.resolve("ckpt");
     HfCheckpoint.save(dir, ModelConfig.demo(), model(40), cpu, DType.F32, Map.of("old-only.txt", new byte[] {1}));
