@@ -173,7 +173,7 @@ public final class HfCheckpoint {
     }
     if (exchange && DirectorySwap.exchange(temp, target)) {
       AtomicFiles.syncDirectory(parent);
-      AtomicFiles.deleteRecursively(temp); // holds the old checkpoint now
+      AtomicFiles.deleteQuietly(temp); // holds the old checkpoint now; the new one is in place either way
       return;
     }
     Path old = AtomicFiles.sibling(target, "old");
@@ -185,7 +185,7 @@ public final class HfCheckpoint {
       throw e;
     }
     AtomicFiles.syncDirectory(parent);
-    AtomicFiles.deleteRecursively(old);
+    AtomicFiles.deleteQuietly(old);
   }
 
   // ---- loading ------------------------------------------------------------------------------
@@ -208,7 +208,7 @@ public final class HfCheckpoint {
       for (Slot s : slots) {
         if (!store.contains(s.hfName()))
           throw new IllegalArgumentException("checkpoint " + dir + ": tensor '" + s.hfName() + "' (parameter " + s.parameter().name()
-              + ", shape " + Arrays.toString(s.shape()) + ") is missing");
+              + ", shape " + Arrays.toString(s.shape()) + ") is missing from " + store.source());
         TensorInfo info = store.info(s.hfName());
         if (!info.hasShape(s.shape()))
           throw new IllegalArgumentException("checkpoint " + dir + ": tensor '" + s.hfName() + "' in " + store.fileOf(s.hfName())

@@ -272,6 +272,11 @@ public final class SafetensorsFile implements TensorStore {
     return path;
   }
 
+  @Override
+  public Path source() {
+    return path;
+  }
+
   private String nearby(String name) {
     int dot = name.lastIndexOf('.');
     String prefix = dot > 0 ? name.substring(0, dot) : name;

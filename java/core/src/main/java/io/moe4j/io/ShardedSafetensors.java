@@ -70,6 +70,11 @@ public final class ShardedSafetensors implements TensorStore {
   }
 
   @Override
+  public Path source() {
+    return indexFile;
+  }
+
+  @Override
   public Path fileOf(String name) {
     return shardOf(name).path();
   }

@@ -31,6 +31,9 @@ public interface TensorStore extends AutoCloseable {
   /** The file that holds {@code name} (for messages). */
   Path fileOf(String name);
 
+  /** The file this store was opened from: the safetensors file or the index (for messages). */
+  Path source();
+
   /**
    * Copies tensor {@code name} into {@code destination} (same element count; shape is the caller's
    * business), converting F32/BF16/F16 to the destination's floating-point dtype; integer tensors

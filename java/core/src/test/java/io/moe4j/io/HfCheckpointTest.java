@@ -169,7 +169,7 @@ class HfCheckpointTest {
     withoutHead.remove("lm_head.weight");
     new SafetensorsIndex(Map.of(), withoutHead).write(sharded.resolve(TensorStore.INDEX_FILE));
     String m = error(() -> HfCheckpoint.loadInto(sharded, model(3), cpu));
-    contains(m, "lm_head.weight", "missing");
+    contains(m, "lm_head.weight", "missing from", TensorStore.INDEX_FILE);
     Map<String, String> escaping = new java.util.TreeMap<>(weightMap);
     escaping.put("lm_head.weight", "../elsewhere.safetensors");
     new SafetensorsIndex(Map.of(), escaping).write(sharded.resolve(TensorStore.INDEX_FILE));
@@ -293,7 +293,7 @@ class HfCheckpointTest {
     List<Parameter> grown = new ArrayList<>(model(63));
     grown.set(4, param("model.layers.0.block_sparse_moe.experts.{j}.w1.weight", 64, 5, 6, 8));
     m = error(() -> HfCheckpoint.loadInto(dir, grown, cpu));
-    contains(m, "experts.4.w1.weight", "missing");
+    contains(m, "experts.4.w1.weight", "missing from", "model.safetensors", "[6, 8]");
 
     // Truncated weights file.
     Path file = dir.resolve("model.safetensors");
