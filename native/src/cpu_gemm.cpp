@@ -22,6 +22,16 @@
  * micro-kernel writes them into the output) and copies only the edge micro-tiles. Each output
  * element is a single FMA chain in k order (see cpu_gemm_kernels.h): results do not depend on
  * the thread count, the tiling, or the SIMD variant.
+ *
+ * Small groups (forward only): a group of at most gemv_max_rows() rows (decode: the batch, or the
+ * few rows an expert gets per step) skips the packing and runs the GEMV kernels of cpu_gemv.h,
+ * which read each weight row once (bf16 widened in registers) against all of the group's rows.
+ * Work items are (group, block of output columns) over every small group of the call in one
+ * parallel region, so a decode step with many small expert groups keeps all threads busy. Each
+ * output is computed by one thread in a fixed order (16 lanes, fixed reduction tree), so it is
+ * deterministic and the same for every SIMD variant and thread count; it agrees with the packed
+ * path to f32 rounding of the k-sum (the order differs, not bitwise). Large groups of the same
+ * call still take the packed path.
  */
 #include <omp.h>
 #include <stdlib.h>
@@ -34,6 +44,7 @@
 
 #include "cpu_common.h"
 #include "cpu_gemm_kernels.h"
+#include "cpu_gemv.h"
 #include "grouped_gemm_schedule.h"
 #include "swiglu_math.h"
 
@@ -50,6 +61,7 @@ struct Variant {
   void (*ukr)(int64_t, const float *, const float *, float *, int64_t, bool);
   void (*pack_f32)(const float *, int64_t, int64_t, int64_t, int64_t, int, float *);
   void (*pack_bf16)(const bf16_t *, int64_t, int64_t, int64_t, int64_t, int, float *);
+  int simd; /* for the GEMV kernels: 2 AVX-512, 1 AVX2, 0 scalar */
 };
 
 const Variant &variant() {
@@ -62,11 +74,11 @@ const Variant &variant() {
     if (allow512 && __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
         __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("fma"))
       return Variant{kAvx512MR, kAvx512NR, 14 * 12, 256, ukr_avx512, pack_avx512<float>,
-                     pack_avx512<bf16_t>};
+                     pack_avx512<bf16_t>, 2};
     if (allow256 && __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma"))
-      return Variant{kAvx2MR, kAvx2NR, 6 * 16, 256, ukr_avx2, pack_avx2<float>, pack_avx2<bf16_t>};
+      return Variant{kAvx2MR, kAvx2NR, 6 * 16, 256, ukr_avx2, pack_avx2<float>, pack_avx2<bf16_t>, 1};
     return Variant{kScalarMR, kScalarNR, 64, 256, ukr_scalar, pack_scalar<float>,
-                   pack_scalar<bf16_t>};
+                   pack_scalar<bf16_t>, 0};
   }();
   return v;
 }
@@ -139,6 +151,12 @@ struct Runner {
   int64_t tile_m;  /* rows of C per work item */
   int64_t tile_n;  /* columns of C per work item (swiglu: f-columns; packed width 2 * tile_n) */
   int64_t pack_n;  /* packed columns per work item (multiple of NR) */
+  int64_t small_m; /* forward: groups of 1..small_m rows are left to the GEMV path */
+
+  bool left_to_gemv(int64_t e) const {
+    const int64_t rows = group_rows(pb, e);
+    return pb.kind == Kind::kForward && rows > 0 && rows <= small_m;
+  }
 
   /* C rows of group e (M of its GEMM) and reduction length */
   int64_t m_of(int64_t e) const { return pb.kind == Kind::kWgrad ? pb.n : group_rows(pb, e); }
@@ -332,7 +350,7 @@ struct Runner {
     const int64_t E = pb.num_groups;
     int64_t m_max = 0;
     for (int64_t e = 0; e < E; e++)
-      if (m_of(e) > m_max) m_max = m_of(e);
+      if (!left_to_gemv(e) && m_of(e) > m_max) m_max = m_of(e);
     if (cols == 0 || m_max == 0) return MOE4J_OK;
     /* Tiles: up to 1024 rows x 1024 packed columns. A tile's A rows are packed once per tile and
      * its B columns once per tile, so large tiles pack x and w fewer times (2048^3: each of them
@@ -362,7 +380,8 @@ struct Runner {
     prefix[0] = 0;
     for (int64_t e = 0; e < E; e++) {
       /* wgrad: an empty group still owns tiles (it writes zeros) unless accumulating */
-      const bool skip = pb.kind == Kind::kWgrad && pb.accumulate && group_rows(pb, e) == 0;
+      const bool skip =
+          (pb.kind == Kind::kWgrad && pb.accumulate && group_rows(pb, e) == 0) || left_to_gemv(e);
       prefix[e + 1] = prefix[e] + (skip ? 0 : tiles_in_group(m_of(e), tile_m, n_tiles));
     }
     const int64_t total = prefix[E];
@@ -395,12 +414,124 @@ struct Runner {
   }
 };
 
+/* ---- small-M forward (GEMV) ---------------------------------------------------------------- */
+
+/* Largest group (rows) that takes the GEMV path. At 8 rows the GEMV kernel still reads each
+ * weight byte once while the packed path moves ~3x the weight bytes; see docs/BENCHMARKS.md
+ * ("Generation (CPU)") for the measured crossover. MOE4J_CPU_GEMV_MAX_ROWS=0..16 overrides it
+ * (0 turns the path off: tests and benchmarks compare both). */
+constexpr int64_t kGemvDefaultMaxRows = 8;
+
+int64_t gemv_max_rows() {
+  const char *env = getenv("MOE4J_CPU_GEMV_MAX_ROWS");
+  if (env == nullptr || *env == '\0') return kGemvDefaultMaxRows;
+  char *end = nullptr;
+  const long v = strtol(env, &end, 10);
+  if (*end != '\0' || v < 0) return kGemvDefaultMaxRows;
+  return v > kGemvMaxRows ? kGemvMaxRows : v;
+}
+
+template <typename Tin, typename Tout>
+struct GemvRunner {
+  const Problem &pb;
+  const Variant &v;
+  int64_t max_rows;
+
+  int32_t run() const {
+    const int64_t E = pb.num_groups, n = pb.n, k = pb.k;
+    if (n == 0 || max_rows <= 0) return MOE4J_OK;
+    /* the small groups, their rows in the f32 copy of x, and their first work item */
+    std::vector<int64_t> groups, xrow, first_item;
+    int64_t xrows = 0;
+    try {
+      for (int64_t e = 0; e < E; e++) {
+        const int64_t m = group_rows(pb, e);
+        if (m < 1 || m > max_rows) continue;
+        groups.push_back(e);
+        xrow.push_back(xrows);
+        xrows += m;
+      }
+    } catch (const std::bad_alloc &) {
+      return fail(MOE4J_ERR_OUT_OF_MEMORY, "grouped gemm: cannot allocate the GEMV schedule");
+    }
+    const int64_t G = (int64_t)groups.size();
+    if (G == 0) return MOE4J_OK;
+    /* Column blocks: 64 weight rows (k = 4096 bf16: 512 KiB, a few hundred microseconds of
+     * streaming), smaller when that would leave fewer than 8 items per thread. */
+    const int max_threads = omp_get_max_threads() < 1 ? 1 : omp_get_max_threads();
+    int64_t nb = 64;
+    const int64_t want = 8 * (int64_t)max_threads;
+    if (G * ceil_div_i64(n, nb) < want) {
+      nb = round_up(ceil_div_i64(G * n, want), kGemvRows);
+      if (nb < 16) nb = 16;
+      if (nb > 64) nb = 64;
+    }
+    const int64_t blocks = ceil_div_i64(n, nb), total = G * blocks;
+    /* x rows widened once, zero padded to whole 16-lane chunks (the kernels need no k tail for x) */
+    const int64_t ldx = round_up(k, kGemvLanes);
+    float *xf = nullptr;
+    const size_t xbytes = sizeof(float) * (size_t)(xrows * ldx);
+    if (xbytes > 0) {
+      xf = (float *)aligned_alloc(64, (xbytes + 63) / 64 * 64);
+      if (xf == nullptr)
+        return fail(MOE4J_ERR_OUT_OF_MEMORY, "grouped gemm: cannot allocate %lld bytes for the GEMV rows",
+                    (long long)xbytes);
+      for (int64_t g = 0; g < G; g++) {
+        const int64_t r0 = group_begin(pb, groups[g]), m = group_rows(pb, groups[g]);
+        for (int64_t i = 0; i < m; i++) {
+          const Tin *src = (const Tin *)pb.x + (r0 + i) * k;
+          float *dst = xf + (xrow[g] + i) * ldx;
+          for (int64_t p = 0; p < k; p++) dst[p] = to_f32(src[p]);
+          for (int64_t p = k; p < ldx; p++) dst[p] = 0.0f;
+        }
+      }
+    }
+    int threads = max_threads;
+    if (threads > total) threads = (int)total;
+    std::atomic<int64_t> next{0};
+#pragma omp parallel num_threads(threads)
+    {
+      float dots[64 * kGemvMaxRows];
+      for (int64_t t = next.fetch_add(1); t < total; t = next.fetch_add(1)) {
+        const int64_t g = t / blocks, e = groups[g], j0 = (t % blocks) * nb;
+        const int64_t jn = n - j0 < nb ? n - j0 : nb, m = group_rows(pb, e);
+        const Tin *w = (const Tin *)pb.w + (e * n + j0) * k;
+        gemv_kernel<Tin>(v.simd, (int)m)(w, k, (int)jn, xf + xrow[g] * ldx, ldx, dots);
+        epilogue(group_begin(pb, e), m, j0, jn, dots);
+      }
+    }
+    free(xf);
+    return MOE4J_OK;
+  }
+
+  /* Same semantics as the packed path's epilogue: y = s * dot, or y + s * dot, rounded once. */
+  void epilogue(int64_t r0, int64_t m, int64_t j0, int64_t jn, const float *dots) const {
+    const bool acc = pb.accumulate != 0;
+    for (int64_t i = 0; i < m; i++) {
+      Tout *o = (Tout *)pb.out + (r0 + i) * pb.n + j0;
+      const float s = pb.row_scale != nullptr ? pb.row_scale[r0 + i] : 1.0f;
+      if (pb.row_scale == nullptr && !acc) {
+        for (int64_t j = 0; j < jn; j++) o[j] = from_f32<Tout>(dots[j * m + i]);
+      } else if (!acc) {
+        for (int64_t j = 0; j < jn; j++) o[j] = from_f32<Tout>(s * dots[j * m + i]);
+      } else {
+        for (int64_t j = 0; j < jn; j++) o[j] = from_f32<Tout>(to_f32(o[j]) + s * dots[j * m + i]);
+      }
+    }
+  }
+};
+
 int32_t run_problem(const Problem &pb, int32_t in_dtype, int32_t out_dtype) {
   int64_t cols = pb.kind == Kind::kForward ? pb.n : (pb.kind == Kind::kSwiglu ? pb.f : pb.k);
+  const int64_t small_m = pb.kind == Kind::kForward ? gemv_max_rows() : 0;
   int32_t status = MOE4J_OK;
   dispatch_float(in_dtype, [&](auto in_tag) {
     dispatch_float(out_dtype, [&](auto out_tag) {
-      Runner<decltype(in_tag), decltype(out_tag)> r{pb, variant(), cols, 0, 0, 0};
+      using Tin = decltype(in_tag);
+      using Tout = decltype(out_tag);
+      if (small_m > 0) status = GemvRunner<Tin, Tout>{pb, variant(), small_m}.run();
+      if (status != MOE4J_OK) return;
+      Runner<Tin, Tout> r{pb, variant(), cols, 0, 0, 0, small_m};
       status = r.run();
     });
   });

@@ -6,7 +6,8 @@
  * Tolerances: each output is one f32 FMA chain over K terms, so |err| <= (K + 2) * 2^-24 *
  * (sum |a*b| (times |scale|) + |old|) (the +2 covers the scale product and the accumulate add);
  * bf16 inputs are exact in f32, so the same bound holds; a bf16 output adds one RNE rounding,
- * at most 2^-9 relative (we allow 2^-8). */
+ * at most 2^-9 relative (we allow 2^-8). The small-M (GEMV) forward path sums in 16 lanes and a
+ * 4-level tree: each term passes through at most K/16 + 4 roundings, inside the same bound. */
 #include <omp.h>
 #include <string.h>
 
@@ -14,6 +15,7 @@
 
 #include "check.h"
 #include "cpu_common.h"
+#include "cpu_gemv.h"
 #include "grouped_gemm_schedule.h"
 #include "swiglu_math.h"
 
@@ -90,7 +92,7 @@ struct Case {
 };
 
 /* Runs one case, compares with fp64, checks guards; returns the output for determinism checks. */
-void run_case(const Case &c, uint64_t seed) {
+Buf run_case(const Case &c, uint64_t seed) {
   const bool dense = c.sizes.empty();
   const int64_t E = dense ? 1 : (int64_t)c.sizes.size(), T = c.total, n = c.n, k = c.k;
   std::vector<int64_t> off = dense ? std::vector<int64_t>{0, T} : offsets_of(c.sizes);
@@ -177,7 +179,14 @@ void run_case(const Case &c, uint64_t seed) {
       check::report(__FILE__, __LINE__, msg);
     }
   }
+  return out;
 }
+
+/* Sets MOE4J_CPU_GEMV_MAX_ROWS (the small-M path's threshold) for the scope, "" = default. */
+struct GemvRows {
+  explicit GemvRows(const char *v) { setenv("MOE4J_CPU_GEMV_MAX_ROWS", v, 1); }
+  ~GemvRows() { unsetenv("MOE4J_CPU_GEMV_MAX_ROWS"); }
+};
 
 /* Routings covering the edge cases. */
 std::vector<std::vector<int64_t>> routings() {
@@ -399,3 +408,130 @@ TEST_CASE(bad_arguments_fail_with_messages) {
 }
 
 TEST_MAIN("grouped_gemm")
+
+/* ---- small-M (GEMV) forward path: groups of 1..8 rows ---------------------------------------- */
+
+TEST_CASE(small_m_forward_matches_fp64) {
+  uint64_t seed = 2000;
+  /* n, k not multiples of the vector widths (8, 16), k below one vector, exactly one, and long */
+  const int64_t dims[][2] = {{37, 53}, {5, 3}, {16, 16}, {129, 1000}, {64, 17}, {1, 1}};
+  for (int in : {kF32, kBF16})
+    for (int out : {kF32, kBF16}) {
+      int idx = 0;
+      for (int64_t m = 1; m <= 8; m++) { /* dense, M = 1..8 */
+        auto &d = dims[idx++ % 6];
+        run_case(Case{Op::kForward, in, out, {}, m, d[0], d[1], false, false}, seed++);
+        run_case(Case{Op::kForward, in, out, {}, m, d[0], d[1], true, true}, seed++);
+        run_case(Case{Op::kForward, in, out, {}, m, d[0], d[1], false, true}, seed++);
+        run_case(Case{Op::kForward, in, out, {}, m, d[0], d[1], true, false}, seed++);
+      }
+      /* groups of 0..8 rows (a decode step's experts), plus the threshold edges mixed with
+       * packed groups in one call */
+      std::mt19937_64 g(seed);
+      for (int rep = 0; rep < 4; rep++) {
+        std::vector<int64_t> sizes(8 + 8 * rep);
+        for (auto &v : sizes) v = (int64_t)(g() % 9);
+        auto &d = dims[idx++ % 6];
+        run_case(Case{Op::kForward, in, out, sizes, sum(sizes), d[0], d[1], rep % 2 == 1, rep >= 2}, seed++);
+      }
+      std::vector<int64_t> mixed = {8, 9, 0, 1, 16, 17, 0, 3};
+      run_case(Case{Op::kForward, in, out, mixed, sum(mixed), 45, 77, true, true}, seed++);
+      run_case(Case{Op::kForward, in, out, mixed, sum(mixed), 45, 77, false, false}, seed++);
+    }
+}
+
+TEST_CASE(small_m_path_differs_from_packed_only_by_rounding) {
+  /* the same call with the path off (packed) and on: both within the fp64 bound (run_case), and
+   * not bitwise equal, which shows the switch really selects another summation order */
+  const Case c{Op::kForward, kBF16, kF32, {3, 0, 8, 1, 5}, 17, 70, 1000, true, false};
+  Buf on = run_case(c, 77);
+  Buf off = [&] {
+    GemvRows none("0");
+    return run_case(c, 77);
+  }();
+  CHECK(!on.bitwise_equal(off));
+  int64_t differ = 0;
+  for (int64_t i = 0; i < on.count; i++) differ += on.get(i) != off.get(i);
+  CHECK(differ > 0);
+  /* a threshold of 16 sends the packed-path groups of 9..16 rows to the GEMV kernels */
+  GemvRows sixteen("16");
+  run_case(Case{Op::kForward, kBF16, kBF16, {9, 16, 12, 0, 17}, 54, 33, 130, true, true}, 78);
+  run_case(Case{Op::kForward, kF32, kF32, {}, 13, 70, 45, false, false}, 79);
+}
+
+TEST_CASE(small_m_deterministic_across_thread_counts) {
+  const int64_t n = 301, k = 517;
+  std::vector<int64_t> sizes = {2, 0, 1, 8, 3, 0, 0, 2};
+  const int64_t T = sum(sizes), E = (int64_t)sizes.size();
+  auto off = offsets_of(sizes);
+  Buf x(kBF16, T * k), w(kBF16, E * n * k);
+  x.fill(5);
+  w.fill(6);
+  auto scale = check::randn(T, 7);
+  int saved = omp_get_max_threads();
+  std::vector<Buf> outs;
+  for (int threads : {2, 2, 1, 3}) {
+    omp_set_num_threads(threads);
+    Buf y(kBF16, T * n), d(kF32, n);
+    y.fill(8);
+    CHECK_STATUS(moe4j_cpu_grouped_gemm_forward(kBF16, x.ptr(), w.ptr(), kBF16, y.ptr(), off.data(), E, T, n, k,
+                                                scale.data(), 1), MOE4J_OK);
+    CHECK_STATUS(moe4j_cpu_grouped_gemm_forward(kBF16, x.ptr(), w.ptr(), kF32, d.ptr(), nullptr, 1, 1, n, k,
+                                                nullptr, 0), MOE4J_OK);
+    outs.push_back(y);
+    outs.push_back(d);
+  }
+  omp_set_num_threads(saved);
+  for (size_t i = 2; i < outs.size(); i++) CHECK(outs[i].bitwise_equal(outs[i % 2]));
+}
+
+TEST_CASE(small_m_kernels_bitwise_equal_across_simd_variants) {
+  /* the scalar kernel is the definition; AVX2 and AVX-512 must give the same bits */
+  const bool avx2 = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+  const bool avx512 = avx2 && __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+                      __builtin_cpu_supports("avx512vl");
+  if (!avx2) printf("note: no AVX2 on this CPU, only the scalar kernel checked\n");
+  for (int64_t k : {1, 15, 16, 33, 250}) {
+    const int64_t ldx = (k + 15) / 16 * 16, rows = 11;
+    std::vector<float> x(gemm::kGemvMaxRows * ldx, 0.0f);
+    auto xr = check::randn(gemm::kGemvMaxRows * k, 40 + k);
+    for (int64_t i = 0; i < gemm::kGemvMaxRows; i++)
+      for (int64_t p = 0; p < k; p++) x[i * ldx + p] = xr[i * k + p];
+    Buf wf(kF32, rows * k), wb(kBF16, rows * k);
+    wf.fill(50 + k);
+    wb.fill(60 + k);
+    for (int m = 1; m <= gemm::kGemvMaxRows; m++) {
+      for (int dt = 0; dt < 2; dt++) {
+        std::vector<float> ref(rows * m), got(rows * m);
+        auto call = [&](int variant, float *dots) {
+          if (dt == 0) gemm::gemv_kernel<float>(variant, m)((const float *)wf.ptr(), k, (int)rows, x.data(), ldx, dots);
+          else gemm::gemv_kernel<bf16_t>(variant, m)((const bf16_t *)wb.ptr(), k, (int)rows, x.data(), ldx, dots);
+        };
+        call(0, ref.data());
+        /* the scalar kernel against fp64 (each dot within the lane-tree bound) */
+        const Buf &w = dt == 0 ? wf : wb;
+        for (int64_t r = 0; r < rows; r++)
+          for (int i = 0; i < m; i++) {
+            double s = 0, mag = 0;
+            for (int64_t p = 0; p < k; p++) {
+              double prod = (double)w.get(r * k + p) * x[i * ldx + p];
+              s += prod;
+              mag += fabs(prod);
+            }
+            CHECK(fabs(ref[r * m + i] - s) <= (k / 16 + 6) * ldexp(1.0, -24) * mag + 1e-30);
+          }
+        for (int variant : {1, 2}) {
+          if ((variant == 1 && !avx2) || (variant == 2 && !avx512)) continue;
+          std::fill(got.begin(), got.end(), kSentinel);
+          call(variant, got.data());
+          if (memcmp(ref.data(), got.data(), ref.size() * 4) != 0) {
+            char msg[160];
+            snprintf(msg, sizeof msg, "variant %d m %d k %lld dtype %d differs from the scalar kernel", variant, m,
+                     (long long)k, dt);
+            check::report(__FILE__, __LINE__, msg);
+          }
+        }
+      }
+    }
+  }
+}
