@@ -19,12 +19,13 @@
  * sequence (only for an invalid cu_seqlens) is handled as an empty sequence of its own (out = 0,
  * lse = -inf, zero gradients), so no access leaves the buffers.
  *
- * THIS FILE HOLDS ONLY THE SIMPLE REFERENCE KERNELS (one thread per output row, plain loops, f32
- * accumulation, obviously correct, slow). The next step is the FlashAttention-2 mma.sync kernel
- * (Q tile in registers, K/V tiles streamed through shared memory, tiles from attention_tiles.h);
- * once it exists forward_launch / backward_launch (the one dispatch point per direction) select it
- * over these, and these stay reachable through moe4j_cuda_use_reference_kernels(1) to check it.
- * Until then both settings run the *_ref kernels.
+ * Two implementations. The fast one is FlashAttention-2 on bf16 tensor cores (mma.sync, ldmatrix,
+ * cp.async double buffering; kernels/flash_attention.cu, compiled but not yet verified on a GPU):
+ * forward_launch / backward_launch (the one dispatch point per direction) pick it for BF16 with
+ * head_dim 64 or 128 and 16-byte aligned buffers unless moe4j_cuda_use_reference_kernels(1) is
+ * set. Everything else (F32, other head_dim, the reference switch) runs THE SIMPLE REFERENCE
+ * KERNELS of this file (one thread per output row, plain loops, f32 accumulation, obviously
+ * correct, slow), which stay to check the fast ones.
  *
  * Kernels:
  *   attention_forward_ref: one thread per query row (sequence, q head h, query i). Online softmax
@@ -60,6 +61,7 @@
 #include "attention_args.h"
 #include "attention_tiles.h"
 #include "cuda_check.cuh"
+#include "flash_attention.h"
 #include "numerics.h"
 #include "softmax_math.h"
 
@@ -261,17 +263,33 @@ int32_t backward_ref(const char *fn, const T *q, const T *k, const T *v, const T
 }
 
 /* The dispatch point of each direction: the FlashAttention-2 kernels (kernels/flash_attention.cu)
- * go first here, when reference_kernels_enabled() is off and they support the call; everything
- * else runs the *_ref kernels above. */
+ * go first here, when reference_kernels_enabled() is off and they support the call
+ * (flash_attention_fast_path: BF16, head_dim 64 / 128, 16-byte aligned buffers); everything else
+ * runs the *_ref kernels above. */
+template <typename T>
+constexpr int32_t dtype_of() {
+  return sizeof(T) == 2 ? MOE4J_DTYPE_BF16 : MOE4J_DTYPE_F32;
+}
+
 template <typename T>
 int32_t forward_launch(const char *fn, const T *q, const T *k, const T *v, T *out, float *lse,
                        const AttnCall &c) {
+  if (!reference_kernels_enabled() &&
+      flash_attention_fast_path(dtype_of<T>(), c.head_dim, c.batch, c.q_heads, {q, k, v, out}))
+    return flash_attention_forward(fn, q, k, v, out, lse, c.cu, c.batch, c.seq, c.q_heads,
+                                   c.kv_heads, c.head_dim, c.causal, c.window, c.scale, c.stream);
   return forward_ref(fn, q, k, v, out, lse, c);
 }
 
 template <typename T>
 int32_t backward_launch(const char *fn, const T *q, const T *k, const T *v, const T *out,
                         const T *dout, const float *lse, T *dq, T *dk, T *dv, const AttnCall &c) {
+  if (!reference_kernels_enabled() &&
+      flash_attention_fast_path(dtype_of<T>(), c.head_dim, c.batch, c.q_heads,
+                                {q, k, v, out, dout, dq, dk, dv}))
+    return flash_attention_backward(fn, q, k, v, out, dout, lse, dq, dk, dv, c.cu, c.batch, c.seq,
+                                    c.q_heads, c.kv_heads, c.head_dim, c.causal, c.window,
+                                    c.scale, c.workspace, c.stream);
   return backward_ref(fn, q, k, v, out, dout, lse, dq, dk, dv, c);
 }
 

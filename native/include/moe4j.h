@@ -582,8 +582,10 @@ MOE4J_API int32_t moe4j_cuda_attention_decode(int32_t dtype, const void *q, cons
  * memory. The host never reads cu_seqlens, so it cannot reject a bad one: the kernels clamp each
  * sequence to [0, T], treat an empty or reversed range as empty and never access memory outside
  * the buffers, but the results of an invalid cu_seqlens are unspecified (rows that belong to no
- * sequence get out = 0, lse = -inf, zero gradients). For now only the simple reference kernels
- * (*_ref) exist — the FlashAttention-2 mma.sync kernel is next — so these are correct but slow. */
+ * sequence get out = 0, lse = -inf, zero gradients). BF16 with head_dim 64 or 128 (16-byte aligned
+ * buffers) runs FlashAttention-2 on tensor cores (bf16 P and dS into the second GEMMs, f32
+ * accumulation; deterministic backward without atomics; compiled, not yet verified on a GPU);
+ * everything else, and moe4j_cuda_use_reference_kernels(1), runs the simple reference kernels. */
 MOE4J_API int32_t moe4j_cuda_attention_forward(int32_t dtype, const void *q, const void *k,
                                                const void *v, void *out, float *lse,
                                                const int32_t *cu_seqlens, int64_t batch,
