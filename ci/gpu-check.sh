@@ -3,7 +3,8 @@
 #   1. builds both native libraries with CMake (Release, -Xptxas -v kept in the log),
 #   2. runs every C++ test (CPU twins and the gpu-labeled CUDA-vs-CPU tests),
 #   3. runs each GPU test under compute-sanitizer (memcheck, racecheck),
-#   4. runs the GPU benchmarks (kernels/bench: grouped GEMM vs cuBLAS), unless SKIP_BENCH=1,
+#   4. runs the GPU benchmarks (kernels/bench: grouped GEMM vs cuBLAS, flash attention), unless
+#      SKIP_BENCH=1,
 #   5. prints a summary. Logs go to $OUT (if set) or build/gpu-check/.
 # Usage: ci/gpu-check.sh [ctest -R regex]
 set -uo pipefail
