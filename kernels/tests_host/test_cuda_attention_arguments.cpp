@@ -8,6 +8,8 @@
  * empty calls (batch * seq == 0) return OK before any launch.
  *
  * Shapes used: B 1, S 3, Hq 4, Hkv 2, D 4: q/out/dout/dq 48 elements, k/v/dk/dv 24, lse 12.
+ * Varlen (cu_seqlens): the host never reads the offsets on CUDA (device memory; the kernels clamp
+ * them), so only the buffer rules, the int32 limits and the backward workspace are checked here.
  */
 #include <math.h>
 #include <stdint.h>
@@ -123,6 +125,66 @@ TEST_CASE(backward_arguments) {
   CHECK_STATUS(bwd(F32, O, G, L, GQ, GK, GV, 0, S, Hq, Hkv, D, 0.5f), MOE4J_OK);
   CHECK_STATUS(bwd(BF16, O, G, L, GQ, GK, GV, B, 0, Hq, Hkv, D, 0.5f), MOE4J_OK);
   for (float x : dq) CHECK(x == 9.0f);
+}
+
+TEST_CASE(varlen_and_workspace_arguments) {
+  const int64_t T = 3; /* the shapes above as one packed sequence: [T, H, D] */
+  /* lse has room for a whole 256-byte workspace, so using it as one overlaps lse only */
+  std::vector<float> q(NQ, 0.5f), k(NKV, 0.5f), v(NKV, 0.5f), out(NQ, 9.0f), lse(64, 9.0f);
+  std::vector<float> dout(NQ, 1.0f), dq(NQ, 9.0f), dk(NKV, 9.0f), dv(NKV, 9.0f), ws(64, 9.0f);
+  std::vector<int32_t> cu_store = {0, 1, 3, 0};
+  const int32_t *CU = cu_store.data();
+  float *O = out.data(), *L = lse.data(), *GQ = dq.data(), *GK = dk.data(), *GV = dv.data();
+  float *W = ws.data();
+  auto fwd = [&](const int32_t *cu, int64_t b, int64_t t) {
+    return moe4j_cuda_attention_forward(F32, q.data(), k.data(), v.data(), O, L, cu, b, t, Hq, Hkv,
+                                        D, 1, 0, 0.5f, nullptr);
+  };
+  CHECK_FAILS(fwd((const int32_t *)((const char *)CU + 2), 2, T), INV, "moe4j_cuda_attention_forward: cu_seqlens (address");
+  CHECK_FAILS(fwd(CU, 2, int64_t(INT32_MAX) + 1), INV, "seq (2147483648, the packed token count) must be <= 2147483647 with cu_seqlens");
+  CHECK_FAILS(fwd(CU, INT32_MAX, T), INV, "batch (2147483647) must be < 2147483647 with cu_seqlens");
+  CHECK_FAILS(fwd(CU, -1, T), INV, "batch must be >= 0, got -1");
+  CHECK_FAILS(fwd((const int32_t *)O, 2, T), INV, "out and cu_seqlens overlap");
+  CHECK_FAILS(fwd((const int32_t *)L, 2, T), INV, "lse and cu_seqlens overlap");
+  for (float x : out) CHECK(x == 9.0f);
+  for (float x : lse) CHECK(x == 9.0f);
+  /* no tokens: OK before any launch, the offsets are not read */
+  CHECK_STATUS(moe4j_cuda_attention_forward(F32, nullptr, nullptr, nullptr, nullptr, nullptr, CU, 2, 0, Hq, Hkv, D, 1, 0, 0.5f, nullptr), MOE4J_OK);
+  CHECK_STATUS(moe4j_cuda_attention_forward(F32, nullptr, nullptr, nullptr, nullptr, nullptr, CU, 0, 0, Hq, Hkv, D, 1, 0, 0.5f, nullptr), MOE4J_OK);
+
+  auto bwd = [&](const int32_t *cu, int64_t b, int64_t t, void *w, int64_t wb) {
+    return moe4j_cuda_attention_backward(F32, q.data(), k.data(), v.data(), out.data(),
+                                         dout.data(), L, GQ, GK, GV, cu, b, t, Hq, Hkv, D, 1, 0,
+                                         0.5f, w, wb, nullptr);
+  };
+  CHECK_FAILS(bwd(CU, 2, T, W, 255), INV, "moe4j_cuda_attention_backward: workspace_bytes (255) is smaller than the required 256 bytes");
+  CHECK_FAILS(bwd(CU, 2, T, nullptr, 256), INV, "workspace is NULL");
+  CHECK_FAILS(bwd(CU, 2, T, (char *)W + 1, 256), INV, "workspace (address");
+  CHECK_FAILS(bwd(CU, 2, T, GK + 4, 256), INV, "dk and workspace overlap");
+  CHECK_FAILS(bwd(CU, 2, T, (void *)L, 256), INV, "workspace and lse overlap");
+  CHECK_FAILS(bwd((const int32_t *)GQ, 2, T, W, 256), INV, "dq and cu_seqlens overlap");
+  CHECK_FAILS(bwd(CU, 2, int64_t(INT32_MAX) + 1, W, 256), INV, "must be <= 2147483647 with cu_seqlens");
+  /* uniform: the same rules without cu_seqlens */
+  CHECK_FAILS(bwd(nullptr, 1, T, W, 0), INV, "workspace_bytes (0) is smaller than the required 256 bytes");
+  for (float x : dq) CHECK(x == 9.0f);
+  for (float x : dk) CHECK(x == 9.0f);
+  for (float x : dv) CHECK(x == 9.0f);
+  CHECK_STATUS(moe4j_cuda_attention_backward(F32, nullptr, nullptr, nullptr, nullptr, nullptr, nullptr, nullptr, nullptr, nullptr, CU, 2, 0, Hq, Hkv, D, 1, 0, 0.5f, nullptr, 0, nullptr), MOE4J_OK);
+}
+
+TEST_CASE(backward_workspace_bytes_match_the_cpu_rule) {
+  /* 4 * batch * seq * q_heads rounded up to 256 (the same shared function as the CPU twin) */
+  int64_t bytes = -1;
+  CHECK_STATUS(moe4j_cuda_attention_backward_workspace_bytes(2, 3, 4, 64, &bytes), MOE4J_OK);
+  CHECK(bytes == 256);
+  CHECK_STATUS(moe4j_cuda_attention_backward_workspace_bytes(1, 100, 8, 64, &bytes), MOE4J_OK);
+  CHECK(bytes == 3328);
+  CHECK_STATUS(moe4j_cuda_attention_backward_workspace_bytes(0, 100, 8, 64, &bytes), MOE4J_OK);
+  CHECK(bytes == 0);
+  CHECK_FAILS(moe4j_cuda_attention_backward_workspace_bytes(1, 1, 1, 64, nullptr), INV, "moe4j_cuda_attention_backward_workspace_bytes: out_bytes is NULL");
+  CHECK_FAILS(moe4j_cuda_attention_backward_workspace_bytes(1, -1, 1, 64, &bytes), INV, "seq must be >= 0, got -1");
+  CHECK_FAILS(moe4j_cuda_attention_backward_workspace_bytes(1, 1, 1, 300, &bytes), INV, "head_dim must be even and in [2, 256], got 300");
+  CHECK_FAILS(moe4j_cuda_attention_backward_workspace_bytes(int64_t(1) << 40, int64_t(1) << 20, 1, 64, &bytes), INV, "overflows int64");
 }
 
 TEST_MAIN("cuda_attention_arguments")

@@ -5,6 +5,13 @@
  * 128; lse checked; bf16 by the FlashAttention rule (error vs fp64 at most 2x that of a naive bf16
  * implementation that materializes P in bf16, 3x for gradients); gradients vs fp64 central
  * differences; bitwise determinism across thread counts; guard elements; bad arguments.
+ *
+ * Packed variable-length batches (cu_seqlens): the fp64 reference runs each sequence alone (its
+ * own positions, mask and window; it cannot see another sequence), the kernel the packed batch —
+ * lengths {1, 0, 17, 64, 130} (a single token, an empty sequence, a tile edge, a tile remainder),
+ * causal and not, windows 0 and 5, Hq = Hkv and Hq = 4 Hkv, D = 64 and 40; forward, lse and
+ * gradients; equal lengths reproduce the uniform layout bit for bit; bad cu_seqlens and
+ * workspaces are rejected with a message before any write.
  */
 #include <omp.h>
 #include <string.h>
@@ -274,6 +281,104 @@ void check_case(const Shape &sh, uint64_t seed) {
   }
 }
 
+/* A packed batch: offsets c[0..B] of sequences of the given lengths. */
+std::vector<int32_t> offsets(const std::vector<int64_t> &lengths) {
+  std::vector<int32_t> c(lengths.size() + 1, 0);
+  for (size_t b = 0; b < lengths.size(); b++) c[b + 1] = c[b] + (int32_t)lengths[b];
+  return c;
+}
+
+/* Rows [start, start + len) of a [T, heads * d] tensor. */
+std::vector<double> rows(const std::vector<double> &x, int64_t start, int64_t len, int64_t width) {
+  return std::vector<double>(x.begin() + start * width, x.begin() + (start + len) * width);
+}
+
+void put_rows(std::vector<double> &dst, const std::vector<double> &src, int64_t start,
+              int64_t width) {
+  std::copy(src.begin(), src.end(), dst.begin() + start * width);
+}
+
+/* Runs a varlen batch (forward, backward) and checks it against the per-sequence fp64 reference
+ * (and, for bf16, the naive bf16 rule of check_case). */
+template <typename T>
+void check_varlen_case(const std::vector<int64_t> &lengths, int64_t hq, int64_t hkv, int64_t d,
+                       int32_t causal, int64_t window, uint64_t seed) {
+  const int32_t dt = dtype_code<T>();
+  const std::vector<int32_t> cu = offsets(lengths);
+  const int64_t B = (int64_t)lengths.size(), tokens = cu[B];
+  const float scale = 1.0f / sqrtf((float)d);
+  /* for the messages: b = sequences, s = T */
+  const Shape sh{B, tokens, hq, hkv, d, causal, window, scale};
+  const int64_t nq = tokens * hq * d, nkv = tokens * hkv * d, nl = hq * tokens;
+  auto q = convert<T>(check::randn(nq + 1, seed, 1.5f));
+  auto k = convert<T>(check::randn(nkv + 1, seed + 1));
+  auto v = convert<T>(check::randn(nkv + 1, seed + 2));
+  auto dout = convert<T>(check::randn(nq + 1, seed + 3));
+  const auto qd = widen(q, nq), kd = widen(k, nkv), vd = widen(v, nkv), gd = widen(dout, nq);
+  std::vector<T> out(nq + 1, from_f32<T>(kSentinel));
+  std::vector<float> lse(nl + 1, kSentinel);
+  CHECK_STATUS(moe4j_cpu_attention_forward(dt, q.data(), k.data(), v.data(), out.data(),
+                                           lse.data(), cu.data(), B, tokens, hq, hkv, d, causal,
+                                           window, scale),
+               MOE4J_OK);
+  std::vector<T> dq(nq + 1, from_f32<T>(kSentinel)), dk(nkv + 1, from_f32<T>(kSentinel)),
+      dv(nkv + 1, from_f32<T>(kSentinel));
+  Workspace ws(1, tokens, hq, d); /* the exact need of a varlen batch */
+  CHECK_STATUS(moe4j_cpu_attention_backward(dt, q.data(), k.data(), v.data(), out.data(),
+                                            dout.data(), lse.data(), dq.data(), dk.data(),
+                                            dv.data(), cu.data(), B, tokens, hq, hkv, d, causal,
+                                            window, scale, ws.ptr(), ws.bytes),
+               MOE4J_OK);
+  CHECK(to_f32(out[nq]) == kSentinel && lse[nl] == kSentinel && to_f32(dq[nq]) == kSentinel &&
+        to_f32(dk[nkv]) == kSentinel && to_f32(dv[nkv]) == kSentinel);
+
+  /* the references, assembled sequence by sequence */
+  std::vector<double> r_out(nq), r_lse(nl), r_dq(nq), r_dk(nkv), r_dv(nkv);
+  std::vector<double> n_out(nq), n_dq(nq), n_dk(nkv), n_dv(nkv);
+  for (int64_t b = 0; b < B; b++) {
+    const int64_t start = cu[b], len = lengths[b];
+    if (len == 0) continue;
+    const Shape one{1, len, hq, hkv, d, causal, window, scale};
+    const auto qb = rows(qd, start, len, hq * d), kb = rows(kd, start, len, hkv * d),
+               vb = rows(vd, start, len, hkv * d), gb = rows(gd, start, len, hq * d);
+    const Fwd f = ref_forward(one, qb, kb, vb);
+    const Grads g = ref_backward(one, qb, kb, vb, f.p, f.out, gb, false);
+    put_rows(r_out, f.out, start, hq * d);
+    put_rows(r_dq, g.dq, start, hq * d);
+    put_rows(r_dk, g.dk, start, hkv * d);
+    put_rows(r_dv, g.dv, start, hkv * d);
+    for (int64_t h = 0; h < hq; h++)
+      for (int64_t i = 0; i < len; i++) r_lse[h * tokens + start + i] = f.lse[h * len + i];
+    if (dt == MOE4J_DTYPE_BF16) {
+      const Fwd nf = naive_bf16_forward(one, qb, kb, vb);
+      const Grads ng = ref_backward(one, qb, kb, vb, nf.p, nf.out, gb, true);
+      put_rows(n_out, nf.out, start, hq * d);
+      put_rows(n_dq, ng.dq, start, hq * d);
+      put_rows(n_dk, ng.dk, start, hkv * d);
+      put_rows(n_dv, ng.dv, start, hkv * d);
+    }
+  }
+  double lse_err = 0;
+  for (int64_t i = 0; i < nl; i++)
+    lse_err = fmax(lse_err, fabs(lse[i] - r_lse[i]) / (1.0 + fabs(r_lse[i])));
+  EXPECT_ERR("varlen lse (relative)", lse_err, 1e-5);
+  const double out_max = fmax(max_abs(r_out), 1e-3), dq_max = fmax(max_abs(r_dq), 1e-3),
+               dk_max = fmax(max_abs(r_dk), 1e-3), dv_max = fmax(max_abs(r_dv), 1e-3);
+  const double out_err = max_err(out, r_out), dq_err = max_err(dq, r_dq),
+               dk_err = max_err(dk, r_dk), dv_err = max_err(dv, r_dv);
+  if (dt == MOE4J_DTYPE_F32) {
+    EXPECT_ERR("varlen out", out_err, 1e-5 * out_max);
+    EXPECT_ERR("varlen dq", dq_err, 5e-5 * dq_max);
+    EXPECT_ERR("varlen dk", dk_err, 5e-5 * dk_max);
+    EXPECT_ERR("varlen dv", dv_err, 5e-5 * dv_max);
+  } else {
+    EXPECT_ERR("varlen out vs 2x naive bf16", out_err, 2 * max_err(n_out, r_out) + 1e-6 * out_max);
+    EXPECT_ERR("varlen dq vs 3x naive bf16", dq_err, 3 * max_err(n_dq, r_dq) + 1e-5 * dq_max);
+    EXPECT_ERR("varlen dk vs 3x naive bf16", dk_err, 3 * max_err(n_dk, r_dk) + 1e-5 * dk_max);
+    EXPECT_ERR("varlen dv vs 3x naive bf16", dv_err, 3 * max_err(n_dv, r_dv) + 1e-5 * dv_max);
+  }
+}
+
 }  // namespace
 
 TEST_CASE(forward_and_backward_match_fp64_all_shapes) {
@@ -464,6 +569,172 @@ TEST_CASE(bad_arguments_are_reported_before_any_write) {
   /* any window value is accepted (<= 0: none) */
   CHECK_STATUS(moe4j_cpu_attention_forward(F32, Q, k.data(), v.data(), O, L, nullptr, B, S, Hq, Hkv, D, 0, INT64_MIN, 0.5f), MOE4J_OK);
   CHECK_STATUS(moe4j_cpu_attention_forward(F32, Q, k.data(), v.data(), O, L, nullptr, B, S, Hq, Hkv, D, 1, INT64_MAX, 0.5f), MOE4J_OK);
+}
+
+TEST_CASE(varlen_batches_match_fp64_per_sequence) {
+  const std::vector<int64_t> lengths = {1, 0, 17, 64, 130};
+  const int64_t heads[][2] = {{2, 2}, {8, 2}}; /* Hq = Hkv, Hq = 4 Hkv */
+  uint64_t seed = 5000;
+  for (int32_t causal : {0, 1})
+    for (int64_t window : {0, 5})
+      for (auto &hh : heads)
+        for (int64_t d : {64, 40}) {
+          check_varlen_case<float>(lengths, hh[0], hh[1], d, causal, window, seed);
+          seed += 10;
+        }
+  /* bf16 on a few: the same layout code, the dtype only changes loads and stores */
+  check_varlen_case<bf16_t>(lengths, 8, 2, 64, 1, 0, 6000);
+  check_varlen_case<bf16_t>(lengths, 2, 2, 40, 0, 5, 6010);
+  /* empty sequences at both ends and in a row; a sequence that fills exactly one tile */
+  check_varlen_case<float>({0, 0, 64, 0, 3, 0}, 4, 1, 64, 1, 0, 6020);
+}
+
+TEST_CASE(varlen_with_equal_lengths_reproduces_the_uniform_layout_bitwise) {
+  const int64_t B = 3, S = 70, Hq = 4, Hkv = 2, D = 40, T = B * S;
+  const std::vector<int32_t> cu = {0, 70, 140, 210};
+  const int64_t nq = T * Hq * D, nkv = T * Hkv * D, nl = Hq * T;
+  const auto q = check::randn(nq, 31), k = check::randn(nkv, 32), v = check::randn(nkv, 33),
+             g = check::randn(nq, 34);
+  for (int32_t causal : {0, 1}) {
+    const int64_t window = causal ? 9 : 0;
+    std::vector<float> out_u(nq), lse_u(nl), out_v(nq), lse_v(nl);
+    std::vector<float> dq_u(nq), dk_u(nkv), dv_u(nkv), dq_v(nq), dk_v(nkv), dv_v(nkv);
+    const float F = 0.15f;
+    CHECK_STATUS(moe4j_cpu_attention_forward(MOE4J_DTYPE_F32, q.data(), k.data(), v.data(),
+                                             out_u.data(), lse_u.data(), nullptr, B, S, Hq, Hkv,
+                                             D, causal, window, F), MOE4J_OK);
+    CHECK_STATUS(moe4j_cpu_attention_forward(MOE4J_DTYPE_F32, q.data(), k.data(), v.data(),
+                                             out_v.data(), lse_v.data(), cu.data(), B, T, Hq, Hkv,
+                                             D, causal, window, F), MOE4J_OK);
+    Workspace wu(B, S, Hq, D), wv(B, T, Hq, D); /* (B, T): larger than needed, also accepted */
+    CHECK_STATUS(moe4j_cpu_attention_backward(MOE4J_DTYPE_F32, q.data(), k.data(), v.data(),
+                                              out_u.data(), g.data(), lse_u.data(), dq_u.data(),
+                                              dk_u.data(), dv_u.data(), nullptr, B, S, Hq, Hkv, D,
+                                              causal, window, F, wu.ptr(), wu.bytes), MOE4J_OK);
+    CHECK_STATUS(moe4j_cpu_attention_backward(MOE4J_DTYPE_F32, q.data(), k.data(), v.data(),
+                                              out_v.data(), g.data(), lse_v.data(), dq_v.data(),
+                                              dk_v.data(), dv_v.data(), cu.data(), B, T, Hq, Hkv,
+                                              D, causal, window, F, wv.ptr(), wv.bytes), MOE4J_OK);
+    CHECK(memcmp(out_u.data(), out_v.data(), nq * 4) == 0);
+    CHECK(memcmp(dq_u.data(), dq_v.data(), nq * 4) == 0);
+    CHECK(memcmp(dk_u.data(), dk_v.data(), nkv * 4) == 0);
+    CHECK(memcmp(dv_u.data(), dv_v.data(), nkv * 4) == 0);
+    /* lse [B, Hq, S] vs [Hq, T] */
+    int64_t lse_diff = 0;
+    for (int64_t b = 0; b < B; b++)
+      for (int64_t h = 0; h < Hq; h++)
+        for (int64_t i = 0; i < S; i++)
+          lse_diff += lse_u[(b * Hq + h) * S + i] != lse_v[h * T + b * S + i];
+    CHECK(lse_diff == 0);
+  }
+}
+
+TEST_CASE(varlen_is_bitwise_identical_for_any_thread_count) {
+  const std::vector<int64_t> lengths = {130, 0, 1, 66, 9};
+  const std::vector<int32_t> cu = offsets(lengths);
+  const int64_t B = 5, T = cu[B], Hq = 4, Hkv = 2, D = 64;
+  const int64_t nq = T * Hq * D, nkv = T * Hkv * D;
+  const auto q = check::randn(nq, 41), k = check::randn(nkv, 42), v = check::randn(nkv, 43),
+             g = check::randn(nq, 44);
+  auto run = [&](int threads) {
+    std::vector<float> r(2 * nq + 2 * nkv + nq + Hq * T);
+    float *out = r.data(), *dq = out + nq, *dk = dq + nq, *dv = dk + nkv, *lse = dv + nkv + nq;
+    const int keep = omp_get_max_threads();
+    omp_set_num_threads(threads);
+    Workspace ws(1, T, Hq, D);
+    CHECK_STATUS(moe4j_cpu_attention_forward(MOE4J_DTYPE_F32, q.data(), k.data(), v.data(), out,
+                                             lse, cu.data(), B, T, Hq, Hkv, D, 1, 50, 0.125f),
+                 MOE4J_OK);
+    CHECK_STATUS(moe4j_cpu_attention_backward(MOE4J_DTYPE_F32, q.data(), k.data(), v.data(), out,
+                                              g.data(), lse, dq, dk, dv, cu.data(), B, T, Hq, Hkv,
+                                              D, 1, 50, 0.125f, ws.ptr(), ws.bytes), MOE4J_OK);
+    omp_set_num_threads(keep);
+    return r;
+  };
+  const std::vector<float> a = run(1), b = run(2), c = run(3);
+  CHECK(memcmp(a.data(), b.data(), a.size() * 4) == 0);
+  CHECK(memcmp(a.data(), c.data(), a.size() * 4) == 0);
+}
+
+TEST_CASE(varlen_bad_arguments_are_reported_before_any_write) {
+  const int64_t T = 5, Hq = 4, Hkv = 2, D = 4;
+  const int64_t nq = T * Hq * D, nkv = T * Hkv * D;
+  /* lse has room for a whole 256-byte workspace, so using it as one overlaps lse only */
+  std::vector<float> q(nq, 0.5f), k(nkv, 0.5f), v(nkv, 0.5f), out(nq, 9.0f), lse(64, 9.0f);
+  std::vector<float> dout(nq, 1.0f), dq(nq, 9.0f), dk(nkv, 9.0f), dv(nkv, 9.0f);
+  const int32_t F32 = MOE4J_DTYPE_F32, INV = MOE4J_ERR_INVALID_ARGUMENT;
+  float *O = out.data(), *L = lse.data();
+  auto fwd = [&](const int32_t *cu, int64_t b, int64_t t) {
+    return moe4j_cpu_attention_forward(F32, q.data(), k.data(), v.data(), O, L, cu, b, t, Hq, Hkv,
+                                       D, 1, 0, 0.5f);
+  };
+  const int32_t first_not_zero[] = {1, 3, 5}, reversed[] = {0, 4, 2, 5}, short_end[] = {0, 2, 4};
+  const int32_t good[] = {0, 2, 5, 5};
+  CHECK_FAILS(fwd(first_not_zero, 2, T), INV, "moe4j_cpu_attention_forward: cu_seqlens[0] must be 0, got 1");
+  CHECK_FAILS(fwd(reversed, 3, T), INV, "cu_seqlens must be non-decreasing, got cu_seqlens[1] = 4 > cu_seqlens[2] = 2");
+  CHECK_FAILS(fwd(short_end, 2, T), INV, "cu_seqlens[batch] (cu_seqlens[2] = 4) must equal seq (5, the packed token count)");
+  CHECK_FAILS(fwd(good, 0, T), INV, "cu_seqlens[batch] (cu_seqlens[0] = 0) must equal seq (5");
+  CHECK_FAILS(fwd(good, 3, 6), INV, "cu_seqlens[batch] (cu_seqlens[3] = 5) must equal seq (6");
+  CHECK_FAILS(fwd((const int32_t *)((const char *)good + 2), 3, T), INV, "cu_seqlens (address");
+  CHECK_FAILS(fwd(good, -1, T), INV, "batch must be >= 0, got -1");
+  CHECK_FAILS(fwd(good, 3, int64_t(INT32_MAX) + 1), INV, "seq (2147483648, the packed token count) must be <= 2147483647 with cu_seqlens");
+  CHECK_FAILS(fwd(good, INT32_MAX, T), INV, "batch (2147483647) must be < 2147483647 with cu_seqlens");
+  /* the tensors are [T, H, D]: an lse of [B, Hq, S] size would be B times too large, so a
+   * cu_seqlens inside out (or lse) is caught as an overlap */
+  CHECK_FAILS(fwd((const int32_t *)O, 3, T), INV, "out and cu_seqlens overlap");
+  CHECK_FAILS(fwd((const int32_t *)(L + 4), 3, T), INV, "lse and cu_seqlens overlap");
+  for (float x : out) CHECK(x == 9.0f);
+  for (float x : lse) CHECK(x == 9.0f);
+  /* empty batches: all sequences empty (T = 0) or no sequence at all; NULL tensors are fine */
+  const int32_t zeros[] = {0, 0, 0, 0};
+  CHECK_STATUS(moe4j_cpu_attention_forward(F32, nullptr, nullptr, nullptr, nullptr, nullptr, zeros, 3, 0, Hq, Hkv, D, 1, 0, 0.5f), MOE4J_OK);
+  CHECK_STATUS(moe4j_cpu_attention_forward(F32, nullptr, nullptr, nullptr, nullptr, nullptr, zeros, 0, 0, Hq, Hkv, D, 1, 0, 0.5f), MOE4J_OK);
+  CHECK_FAILS(moe4j_cpu_attention_forward(F32, nullptr, nullptr, nullptr, nullptr, nullptr, first_not_zero, 0, 0, Hq, Hkv, D, 1, 0, 0.5f), INV, "cu_seqlens[0] must be 0, got 1");
+
+  Workspace ws(1, T, Hq, D);
+  CHECK(ws.bytes == 256); /* 4 * 20 rounded up to 256 */
+  float *GQ = dq.data(), *GK = dk.data(), *GV = dv.data(), *W = ws.ptr();
+  auto bwd = [&](const int32_t *cu, int64_t b, int64_t t, void *w, int64_t wb) {
+    return moe4j_cpu_attention_backward(F32, q.data(), k.data(), v.data(), O, dout.data(), L, GQ,
+                                        GK, GV, cu, b, t, Hq, Hkv, D, 0, 0, 0.5f, w, wb);
+  };
+  CHECK_FAILS(bwd(first_not_zero, 2, T, W, 256), INV, "moe4j_cpu_attention_backward: cu_seqlens[0] must be 0, got 1");
+  CHECK_FAILS(bwd(reversed, 3, T, W, 256), INV, "cu_seqlens must be non-decreasing");
+  CHECK_FAILS(bwd(short_end, 2, T, W, 256), INV, "must equal seq (5");
+  CHECK_FAILS(bwd(good, 3, T, W, 255), INV, "workspace_bytes (255) is smaller than the required 256 bytes");
+  CHECK_FAILS(bwd(good, 3, T, nullptr, 256), INV, "workspace is NULL");
+  CHECK_FAILS(bwd(good, 3, T, (char *)W + 2, 256), INV, "workspace (address");
+  CHECK_FAILS(bwd(good, 3, T, GQ + 8, 256), INV, "dq and workspace overlap");
+  CHECK_FAILS(bwd(good, 3, T, (void *)q.data(), 256), INV, "workspace and q overlap");
+  CHECK_FAILS(bwd(good, 3, T, (void *)L, 256), INV, "workspace and lse overlap");
+  CHECK_FAILS(bwd((const int32_t *)GV, 3, T, W, 256), INV, "dv and cu_seqlens overlap");
+  /* a uniform batch needs its own size: 2 sequences of 5 tokens, 4 heads: 160 -> 256 bytes */
+  CHECK_FAILS(moe4j_cpu_attention_backward(F32, q.data(), k.data(), v.data(), O, dout.data(), L, GQ, GK, GV, nullptr, 1, T, Hq, Hkv, D, 0, 0, 0.5f, W, 0), INV, "workspace_bytes (0) is smaller than the required 256 bytes");
+  for (float x : dq) CHECK(x == 9.0f);
+  for (float x : dk) CHECK(x == 9.0f);
+  for (float x : dv) CHECK(x == 9.0f);
+  CHECK_STATUS(moe4j_cpu_attention_backward(F32, nullptr, nullptr, nullptr, nullptr, nullptr, nullptr, nullptr, nullptr, nullptr, zeros, 3, 0, Hq, Hkv, D, 1, 0, 0.5f, nullptr, 0), MOE4J_OK);
+}
+
+TEST_CASE(backward_workspace_bytes) {
+  int64_t bytes = -1;
+  CHECK_STATUS(moe4j_cpu_attention_backward_workspace_bytes(2, 3, 4, 64, &bytes), MOE4J_OK);
+  CHECK(bytes == 256); /* 96 */
+  CHECK_STATUS(moe4j_cpu_attention_backward_workspace_bytes(1, 100, 8, 64, &bytes), MOE4J_OK);
+  CHECK(bytes == 3328); /* 3200 */
+  CHECK_STATUS(moe4j_cpu_attention_backward_workspace_bytes(4, 64, 16, 128, &bytes), MOE4J_OK);
+  CHECK(bytes == 16384); /* a multiple of 256 stays */
+  CHECK_STATUS(moe4j_cpu_attention_backward_workspace_bytes(0, 5, 4, 64, &bytes), MOE4J_OK);
+  CHECK(bytes == 0);
+  CHECK_STATUS(moe4j_cpu_attention_backward_workspace_bytes(3, 0, 4, 64, &bytes), MOE4J_OK);
+  CHECK(bytes == 0);
+  const int32_t INV = MOE4J_ERR_INVALID_ARGUMENT;
+  CHECK_FAILS(moe4j_cpu_attention_backward_workspace_bytes(1, 1, 1, 64, nullptr), INV, "moe4j_cpu_attention_backward_workspace_bytes: out_bytes is NULL");
+  CHECK_FAILS(moe4j_cpu_attention_backward_workspace_bytes(-1, 1, 1, 64, &bytes), INV, "batch must be >= 0, got -1");
+  CHECK_FAILS(moe4j_cpu_attention_backward_workspace_bytes(1, -2, 1, 64, &bytes), INV, "seq must be >= 0, got -2");
+  CHECK_FAILS(moe4j_cpu_attention_backward_workspace_bytes(1, 1, 0, 64, &bytes), INV, "q_heads must be >= 1, got 0");
+  CHECK_FAILS(moe4j_cpu_attention_backward_workspace_bytes(1, 1, 1, 7, &bytes), INV, "head_dim must be even and in [2, 256], got 7");
+  CHECK_FAILS(moe4j_cpu_attention_backward_workspace_bytes(int64_t(1) << 40, int64_t(1) << 20, 1, 64, &bytes), INV, "overflows int64");
 }
 
 TEST_MAIN("attention")
