@@ -1,11 +1,14 @@
-/* CUDA flash attention (moe4j_cuda_attention_forward / _backward; for now the *_ref kernels of
- * kernels/attention.cu) against the CPU twin moe4j_cpu_attention_forward / _backward on the same
- * inputs: batch 2, S 1/7/65 (65 crosses the twin's 64-row tile), Hq == Hkv (2/2) and GQA (6/2,
- * 4/1), causal and not, window 0 and 5, head_dim 6/64/128, F32 and BF16. The backward of both
- * twins reads the same out / lse (the CPU forward's), so only the backward itself is compared.
- * Outputs are pre-filled with NaN (every element must be overwritten); each CUDA call is run twice
- * and must be bitwise identical (deterministic: no atomics, fixed orders), with the reference
- * switch on and off (both run the *_ref kernels until the FA2 kernel exists).
+/* The CUDA reference kernels of flash attention (kernels/attention.cu *_ref, selected with
+ * moe4j_cuda_use_reference_kernels(1); the FlashAttention-2 fast path has its own test,
+ * test_flash_attention.cpp) against the CPU twin moe4j_cpu_attention_forward / _backward on the
+ * same inputs: batch 2, S 1/7/65 (65 crosses the twin's 64-row tile), Hq == Hkv (2/2) and GQA (6/2,
+ * 4/1), causal and not, window 0 and 5, head_dim 6/64/128, F32 and BF16; packed varlen batches
+ * (cu_seqlens on the device: lengths {1, 0, 17, 64, 130}, causal and not, windows 0 and 5, Hq = Hkv
+ * and 4 Hkv, D 64 and 40); an invalid cu_seqlens must stay inside the buffers (guard elements
+ * untouched, rows in no sequence zero). The backward of both twins reads the same out / lse (the
+ * CPU forward's), so only the backward itself is compared. Outputs are pre-filled with NaN (every
+ * element must be overwritten); each CUDA call is run twice and must be bitwise identical
+ * (deterministic: no atomics, fixed orders).
  *
  * Tolerance. Both twins compute the same f32 formulas on the same (exactly representable) inputs;
  * only the summation order differs (the twin's online softmax rescales once per 64-key tile, the
@@ -84,11 +87,14 @@ bool same_bits(const std::vector<S> &a, const std::vector<S> &b) {
   return a.size() == b.size() && (a.empty() || memcmp(a.data(), b.data(), a.size() * sizeof(S)) == 0);
 }
 
+/* Runs a uniform batch (cu == nullptr) or a packed varlen one (c.batch sequences, c.seq = T
+ * tokens, offsets *cu) on both twins. */
 template <typename S>
-void run_case(const Case &c, uint64_t seed) {
+void run_case(const Case &c, uint64_t seed, const std::vector<int32_t> *cu = nullptr) {
   const int32_t dt = dtype_of<S>();
-  const size_t nq = c.batch * c.seq * c.hq * c.d, nkv = c.batch * c.seq * c.hkv * c.d;
-  const size_t nl = c.batch * c.hq * c.seq;
+  const int64_t tokens = cu != nullptr ? c.seq : c.batch * c.seq;
+  const size_t nq = tokens * c.hq * c.d, nkv = tokens * c.hkv * c.d, nl = tokens * c.hq;
+  const int32_t *cu_host = cu != nullptr ? cu->data() : nullptr;
   const float scale = 1.0f / sqrtf((float)c.d);
   const std::vector<S> q = encode<S>(check::randn(nq, seed)), k = encode<S>(check::randn(nkv, seed + 1)),
                        v = encode<S>(check::randn(nkv, seed + 2)),
@@ -98,38 +104,42 @@ void run_case(const Case &c, uint64_t seed) {
   std::vector<S> out_c = nan_filled<S>(nq);
   std::vector<float> lse_c(nl, NAN);
   CHECK_STATUS(moe4j_cpu_attention_forward(dt, q.data(), k.data(), v.data(), out_c.data(),
-                                           lse_c.data(), nullptr, c.batch, c.seq, c.hq, c.hkv,
+                                           lse_c.data(), cu_host, c.batch, c.seq, c.hq, c.hkv,
                                            c.d, c.causal, c.window, scale), MOE4J_OK);
   std::vector<S> dq_c = nan_filled<S>(nq), dk_c = nan_filled<S>(nkv), dv_c = nan_filled<S>(nkv);
+  /* a varlen batch needs the row sums of its T tokens: ask for one sequence of T */
+  const int64_t ws_batch = cu != nullptr ? 1 : c.batch;
   int64_t ws_bytes = 0;
-  CHECK_STATUS(moe4j_cpu_attention_backward_workspace_bytes(c.batch, c.seq, c.hq, c.d, &ws_bytes),
+  CHECK_STATUS(moe4j_cpu_attention_backward_workspace_bytes(ws_batch, c.seq, c.hq, c.d, &ws_bytes),
                MOE4J_OK);
   std::vector<float> ws_c(ws_bytes / 4 + 1);
   CHECK_STATUS(moe4j_cpu_attention_backward(dt, q.data(), k.data(), v.data(), out_c.data(),
                                             dout.data(), lse_c.data(), dq_c.data(), dk_c.data(),
-                                            dv_c.data(), nullptr, c.batch, c.seq, c.hq, c.hkv,
+                                            dv_c.data(), cu_host, c.batch, c.seq, c.hq, c.hkv,
                                             c.d, c.causal, c.window, scale, ws_c.data(), ws_bytes),
                MOE4J_OK);
 
   gpu::DeviceBuffer<S> gq(q), gk(k), gv(v), gdout(dout), gout_in(out_c);
   gpu::DeviceBuffer<float> glse_in(lse_c);
+  gpu::DeviceBuffer<int32_t> gcu(cu != nullptr ? *cu : std::vector<int32_t>());
+  const int32_t *cu_dev = cu != nullptr ? gcu.ptr : nullptr;
   int64_t gws_bytes = 0;
-  CHECK_STATUS(moe4j_cuda_attention_backward_workspace_bytes(c.batch, c.seq, c.hq, c.d,
+  CHECK_STATUS(moe4j_cuda_attention_backward_workspace_bytes(ws_batch, c.seq, c.hq, c.d,
                                                              &gws_bytes), MOE4J_OK);
   CHECK(gws_bytes == ws_bytes);
   gpu::DeviceBuffer<float> gws(std::vector<float>(gws_bytes / 4 + 1, NAN));
+  CHECK_STATUS(moe4j_cuda_use_reference_kernels(1), MOE4J_OK);
   std::vector<S> first_out, first_dq, first_dk, first_dv;
   std::vector<float> first_lse;
   for (int run = 0; run < 2; run++) {
-    CHECK_STATUS(moe4j_cuda_use_reference_kernels(run), MOE4J_OK);
     gpu::DeviceBuffer<S> gout(nan_filled<S>(nq));
     gpu::DeviceBuffer<float> glse(std::vector<float>(nl, NAN));
     CHECK_STATUS(moe4j_cuda_attention_forward(dt, gq.ptr, gk.ptr, gv.ptr, gout.ptr, glse.ptr,
-                                              nullptr, c.batch, c.seq, c.hq, c.hkv, c.d,
+                                              cu_dev, c.batch, c.seq, c.hq, c.hkv, c.d,
                                               c.causal, c.window, scale, nullptr), MOE4J_OK);
     gpu::DeviceBuffer<S> gdq(nan_filled<S>(nq)), gdk(nan_filled<S>(nkv)), gdv(nan_filled<S>(nkv));
     CHECK_STATUS(moe4j_cuda_attention_backward(dt, gq.ptr, gk.ptr, gv.ptr, gout_in.ptr, gdout.ptr,
-                                               glse_in.ptr, gdq.ptr, gdk.ptr, gdv.ptr, nullptr,
+                                               glse_in.ptr, gdq.ptr, gdk.ptr, gdv.ptr, cu_dev,
                                                c.batch, c.seq, c.hq, c.hkv, c.d, c.causal,
                                                c.window, scale, gws.ptr, gws_bytes, nullptr),
                  MOE4J_OK);
@@ -145,8 +155,8 @@ void run_case(const Case &c, uint64_t seed) {
       for (size_t i = 0; i < nl; i++) {
         if (!(fabsf(lse[i] - lse_c[i]) <= 1e-5f * (1.0f + fabsf(lse_c[i])))) {
           char msg[160];
-          snprintf(msg, sizeof msg, "lse[%zu] = %.9g, cpu %.9g (S%lld D%lld)", i, lse[i],
-                   lse_c[i], (long long)c.seq, (long long)c.d);
+          snprintf(msg, sizeof msg, "lse[%zu] = %.9g, cpu %.9g (S%lld D%lld%s)", i, lse[i],
+                   lse_c[i], (long long)c.seq, (long long)c.d, cu != nullptr ? " varlen" : "");
           check::report(__FILE__, __LINE__, msg);
           break;
         }
@@ -161,6 +171,12 @@ void run_case(const Case &c, uint64_t seed) {
     }
   }
   CHECK_STATUS(moe4j_cuda_use_reference_kernels(0), MOE4J_OK);
+}
+
+std::vector<int32_t> offsets(const std::vector<int64_t> &lengths) {
+  std::vector<int32_t> c(lengths.size() + 1, 0);
+  for (size_t b = 0; b < lengths.size(); b++) c[b + 1] = c[b] + (int32_t)lengths[b];
+  return c;
 }
 
 }  // namespace
@@ -179,6 +195,76 @@ TEST_CASE(attention_matches_cpu_twin) {
             run_case<uint16_t>(c, seed);
             seed += 10;
           }
+}
+
+TEST_CASE(varlen_attention_matches_cpu_twin) {
+  const std::vector<int32_t> cu = offsets({1, 0, 17, 64, 130});
+  const int64_t heads[][2] = {{2, 2}, {8, 2}};
+  uint64_t seed = 3000;
+  for (auto &hh : heads)
+    for (int32_t causal = 0; causal < 2; causal++)
+      for (int64_t w : {0, 5})
+        for (int64_t d : {64, 40}) {
+          const Case c{5, cu[5], hh[0], hh[1], d, causal, w};
+          run_case<float>(c, seed, &cu);
+          run_case<uint16_t>(c, seed, &cu);
+          seed += 10;
+        }
+}
+
+/* Offsets the host never checks on CUDA: {0, 50, 20, 80} over T = 80 (sequence 1 reversed, so
+ * empty after clamping; sequence 2 overlapping sequence 0) and {5, 3, 200} over T = 40 (tokens
+ * 0..2 in no sequence, an end beyond T). The kernels must stay inside the buffers (guard elements
+ * after every output keep their value) and give rows in no sequence out = 0, lse = -inf and zero
+ * dq; every value must be finite or -inf (lse). */
+TEST_CASE(invalid_cu_seqlens_stay_in_bounds) {
+  const int64_t hq = 2, hkv = 1, d = 8;
+  const float guard = 12345.0f;
+  const std::vector<int32_t> cases[] = {{0, 50, 20, 80}, {5, 3, 200}};
+  const int64_t totals[] = {80, 40};
+  CHECK_STATUS(moe4j_cuda_use_reference_kernels(1), MOE4J_OK);
+  for (int ci = 0; ci < 2; ci++) {
+    const std::vector<int32_t> &cu = cases[ci];
+    const int64_t B = (int64_t)cu.size() - 1, T = totals[ci];
+    const size_t nq = T * hq * d, nkv = T * hkv * d, nl = hq * T, G = 64;
+    gpu::DeviceBuffer<float> gq(check::randn(nq, 71)), gk(check::randn(nkv, 72)),
+        gv(check::randn(nkv, 73)), gdout(check::randn(nq, 74));
+    gpu::DeviceBuffer<int32_t> gcu(cu);
+    gpu::DeviceBuffer<float> gout(std::vector<float>(nq + G, guard)),
+        glse(std::vector<float>(nl + G, guard)), gdq(std::vector<float>(nq + G, guard)),
+        gdk(std::vector<float>(nkv + G, guard)), gdv(std::vector<float>(nkv + G, guard));
+    int64_t ws_bytes = 0;
+    CHECK_STATUS(moe4j_cuda_attention_backward_workspace_bytes(1, T, hq, d, &ws_bytes), MOE4J_OK);
+    gpu::DeviceBuffer<float> gws(std::vector<float>(ws_bytes / 4 + G, guard));
+    CHECK_STATUS(moe4j_cuda_attention_forward(MOE4J_DTYPE_F32, gq.ptr, gk.ptr, gv.ptr, gout.ptr,
+                                              glse.ptr, gcu.ptr, B, T, hq, hkv, d, 1, 0, 0.35f,
+                                              nullptr), MOE4J_OK);
+    CHECK_STATUS(moe4j_cuda_attention_backward(MOE4J_DTYPE_F32, gq.ptr, gk.ptr, gv.ptr, gout.ptr,
+                                               gdout.ptr, glse.ptr, gdq.ptr, gdk.ptr, gdv.ptr,
+                                               gcu.ptr, B, T, hq, hkv, d, 1, 0, 0.35f, gws.ptr,
+                                               ws_bytes, nullptr), MOE4J_OK);
+    gpu::sync();
+    const std::vector<float> out = gout.download(), lse = glse.download(), dq = gdq.download(),
+                             dk = gdk.download(), dv = gdv.download(), ws = gws.download();
+    for (size_t i = 0; i < G; i++) {
+      CHECK(out[nq + i] == guard && lse[nl + i] == guard && dq[nq + i] == guard);
+      CHECK(dk[nkv + i] == guard && dv[nkv + i] == guard);
+      CHECK(ws[ws_bytes / 4 + i] == guard);
+    }
+    for (size_t i = 0; i < nq; i++) CHECK(isfinite(out[i]) && isfinite(dq[i]));
+    for (size_t i = 0; i < nkv; i++) CHECK(isfinite(dk[i]) && isfinite(dv[i]));
+    for (size_t i = 0; i < nl; i++) CHECK(isfinite(lse[i]) || lse[i] == -INFINITY);
+    if (ci == 1) /* tokens 0..2 lie in no sequence (sequence 1 clamps to 3..39) */
+      for (int64_t t = 0; t < 3; t++) {
+        for (int64_t h = 0; h < hq; h++) {
+          CHECK(lse[h * T + t] == -INFINITY);
+          for (int64_t e = 0; e < d; e++)
+            CHECK(out[(t * hq + h) * d + e] == 0.0f && dq[(t * hq + h) * d + e] == 0.0f);
+        }
+        for (int64_t e = 0; e < d; e++) CHECK(dk[t * d + e] == 0.0f && dv[t * d + e] == 0.0f);
+      }
+  }
+  CHECK_STATUS(moe4j_cuda_use_reference_kernels(0), MOE4J_OK);
 }
 
 TEST_CASE(attention_empty_is_noop) {
