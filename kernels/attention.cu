@@ -275,7 +275,8 @@ template <typename T>
 int32_t forward_launch(const char *fn, const T *q, const T *k, const T *v, T *out, float *lse,
                        const AttnCall &c) {
   if (!reference_kernels_enabled() &&
-      flash_attention_fast_path(dtype_of<T>(), c.head_dim, c.batch, c.q_heads, {q, k, v, out}))
+      flash_attention_fast_path(dtype_of<T>(), c.head_dim, c.cu != nullptr, c.batch, c.seq,
+                                c.q_heads, {q, k, v, out}))
     return flash_attention_forward(fn, q, k, v, out, lse, c.cu, c.batch, c.seq, c.q_heads,
                                    c.kv_heads, c.head_dim, c.causal, c.window, c.scale, c.stream);
   return forward_ref(fn, q, k, v, out, lse, c);
@@ -285,8 +286,8 @@ template <typename T>
 int32_t backward_launch(const char *fn, const T *q, const T *k, const T *v, const T *out,
                         const T *dout, const float *lse, T *dq, T *dk, T *dv, const AttnCall &c) {
   if (!reference_kernels_enabled() &&
-      flash_attention_fast_path(dtype_of<T>(), c.head_dim, c.batch, c.q_heads,
-                                {q, k, v, out, dout, dq, dk, dv}))
+      flash_attention_fast_path(dtype_of<T>(), c.head_dim, c.cu != nullptr, c.batch, c.seq,
+                                c.q_heads, {q, k, v, out, dout, dq, dk, dv}))
     return flash_attention_backward(fn, q, k, v, out, dout, lse, dq, dk, dv, c.cu, c.batch, c.seq,
                                     c.q_heads, c.kv_heads, c.head_dim, c.causal, c.window,
                                     c.scale, c.workspace, c.stream);

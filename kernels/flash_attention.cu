@@ -57,7 +57,9 @@
  * Varlen with an invalid cu_seqlens: tokens that belong to no sequence are never visited by the
  * tile kernels, so flash_varlen_orphans_kernel gives them out = 0, lse = -inf and zero gradients
  * (the ABI's promise; one thread per token, the attn_find_sequence search of the *_ref kernels).
- * The grid is sized for the longest possible sequence (T tokens); blocks past a sequence's end exit.
+ * Varlen grids run over the tile slots of attn_varlen_slot (T / 64 + B blocks per head: the host
+ * cannot read the lengths, and a grid sized for the longest possible sequence per sequence would
+ * be B times larger); a spare slot's block exits at once.
  *
  * Numerics vs the *_ref kernels / CPU twin: P and dS enter the second GEMMs as bf16 (as in FA2), the
  * exponentials use ex2.approx (~2 ulp), and sums run in tensor-core order: outputs agree with the
@@ -69,8 +71,7 @@
  *
  * Not done (next steps): a Hopper wgmma/TMA variant (this is the sm_80 instruction set, which runs
  * on H100 below its peak), 128-row Q tiles, a split-KV forward for short-query decode-like shapes,
- * a varlen grid without the surplus blocks (a device-side tile prefix over cu_seqlens, as in
- * grouped_gemm.cu), and an fp32-atomic dQ mode (one pass, non-deterministic) for speed.
+ * and an fp32-atomic dQ mode (one pass, non-deterministic) for speed.
  */
 #include <math.h>
 #include <stdint.h>
@@ -101,7 +102,7 @@ struct FaParams {
   float *lse_out;
   float *dsum; /* backward: D_i workspace (lse layout) */
   const int32_t *cu;
-  int64_t seq;
+  int64_t batch, seq;
   int q_heads, kv_heads;
   bool causal;
   int64_t window;
@@ -290,6 +291,24 @@ __device__ __forceinline__ void store_rows(bf16_t *base, int64_t start, int64_t 
   }
 }
 
+/* The (sequence, 64-row tile) of this block. Uniform batch: sequence blockIdx.z, tile blockIdx.x
+ * (descending when `reverse`). Varlen: blockIdx.x is a slot of attn_varlen_slot (grid.z = 1).
+ * False when the tile lies past the sequence's end (surplus blocks, spare slots). */
+__device__ __forceinline__ bool block_tile(const FaParams &p, bool reverse, AttnSeq &sq,
+                                           int64_t &tile) {
+  const int64_t x = reverse ? (int64_t)gridDim.x - 1 - blockIdx.x : (int64_t)blockIdx.x;
+  int64_t b = blockIdx.z;
+  tile = x;
+  if (p.cu != nullptr) {
+    const AttnSlot s = attn_varlen_slot(p.cu, p.batch, p.seq, x);
+    if (s.seq < 0) return false;
+    b = s.seq;
+    tile = s.tile;
+  }
+  sq = attn_sequence(p.cu, b, p.seq, p.q_heads);
+  return tile * kFaRows < sq.len;
+}
+
 /* ---- forward ------------------------------------------------------------------------------ */
 
 template <int D>
@@ -297,10 +316,10 @@ __global__ void __launch_bounds__(kFaThreads) flash_fwd_kernel(FaParams p) {
   extern __shared__ __align__(128) unsigned char smem[];
   const uint32_t s_q = smem_addr(smem), s_k = s_q + tile_bytes<D>(),
                  s_v = s_k + 2 * tile_bytes<D>();
-  const int64_t b = blockIdx.z, h = blockIdx.y;
-  const AttnSeq sq = attn_sequence(p.cu, b, p.seq, p.q_heads);
-  const int64_t qt = (int64_t)gridDim.x - 1 - blockIdx.x;
-  if (qt * kFaRows >= sq.len) return;
+  const int64_t h = blockIdx.y;
+  AttnSeq sq;
+  int64_t qt;
+  if (!block_tile(p, true, sq, qt)) return; /* the longest causal rows start first */
   const int64_t len = sq.len, w = attn_window(p.window, len);
   const int64_t q0 = qt * kFaRows, q1 = q0 + kFaRows < len ? q0 + kFaRows : len;
   const int64_t kvh = h / (p.q_heads / p.kv_heads);
@@ -393,9 +412,11 @@ __global__ void __launch_bounds__(kFaThreads) flash_fwd_kernel(FaParams p) {
  * D in 16-byte pieces, combined with one shuffle (fixed order). */
 template <int D>
 __global__ void __launch_bounds__(kFaThreads) flash_bwd_dot_kernel(FaParams p) {
-  const int64_t b = blockIdx.z, h = blockIdx.y;
-  const AttnSeq sq = attn_sequence(p.cu, b, p.seq, p.q_heads);
-  const int64_t r = (int64_t)blockIdx.x * kFaRows + (threadIdx.x >> 1);
+  const int64_t h = blockIdx.y;
+  AttnSeq sq;
+  int64_t qt;
+  if (!block_tile(p, false, sq, qt)) return;
+  const int64_t r = qt * kFaRows + (threadIdx.x >> 1);
   const int half = threadIdx.x & 1;
   float acc = 0.0f;
   if (r < sq.len) {
@@ -430,10 +451,10 @@ __global__ void __launch_bounds__(kFaThreads) flash_bwd_dq_kernel(FaParams p) {
   extern __shared__ __align__(128) unsigned char smem[];
   const uint32_t s_q = smem_addr(smem), s_do = s_q + tile_bytes<D>(),
                  s_k = s_do + tile_bytes<D>(), s_v = s_k + 2 * tile_bytes<D>();
-  const int64_t b = blockIdx.z, h = blockIdx.y;
-  const AttnSeq sq = attn_sequence(p.cu, b, p.seq, p.q_heads);
-  const int64_t qt = (int64_t)gridDim.x - 1 - blockIdx.x;
-  if (qt * kFaRows >= sq.len) return;
+  const int64_t h = blockIdx.y;
+  AttnSeq sq;
+  int64_t qt;
+  if (!block_tile(p, true, sq, qt)) return; /* the longest causal rows start first */
   const int64_t len = sq.len, w = attn_window(p.window, len);
   const int64_t q0 = qt * kFaRows, q1 = q0 + kFaRows < len ? q0 + kFaRows : len;
   const int64_t kvh = h / (p.q_heads / p.kv_heads);
@@ -513,11 +534,11 @@ __global__ void __launch_bounds__(kFaThreads) flash_bwd_dkv_kernel(FaParams p) {
                  s_q = s_v + tile_bytes<D>(), s_do = s_q + 2 * tile_bytes<D>();
   /* per stage: lse2[64] then D_i[64] */
   float *s_rows = reinterpret_cast<float *>(smem + 6 * tile_bytes<D>());
-  const int64_t b = blockIdx.z, kvh = blockIdx.y;
-  const AttnSeq sq = attn_sequence(p.cu, b, p.seq, p.q_heads);
+  const int64_t kvh = blockIdx.y;
+  AttnSeq sq;
+  int64_t kt;
   /* causal: low key tiles have the most query tiles; in blockIdx order they start first */
-  const int64_t kt = blockIdx.x;
-  if (kt * kFaRows >= sq.len) return;
+  if (!block_tile(p, false, sq, kt)) return;
   const int64_t len = sq.len, w = attn_window(p.window, len);
   const int64_t k0 = kt * kFaRows, k1 = k0 + kFaRows < len ? k0 + kFaRows : len;
   const int64_t group = p.q_heads / p.kv_heads;
@@ -644,8 +665,9 @@ int32_t launch(const char *fn, const char *name, const void *kernel, dim3 grid, 
   return check_launch(fn, name);
 }
 
-FaParams make_params(const void *q, const void *k, const void *v, const int32_t *cu, int64_t seq,
-                     int64_t q_heads, int64_t kv_heads, bool causal, int64_t window, float scale) {
+FaParams make_params(const void *q, const void *k, const void *v, const int32_t *cu,
+                     int64_t batch, int64_t seq, int64_t q_heads, int64_t kv_heads, bool causal,
+                     int64_t window, float scale) {
   FaParams p;
   p.q = (const bf16_t *)q;
   p.k = (const bf16_t *)k;
@@ -655,6 +677,7 @@ FaParams make_params(const void *q, const void *k, const void *v, const int32_t 
   p.lse_in = nullptr;
   p.lse_out = p.dsum = nullptr;
   p.cu = cu;
+  p.batch = batch;
   p.seq = seq;
   p.q_heads = (int)q_heads;
   p.kv_heads = (int)kv_heads;
@@ -673,8 +696,11 @@ int32_t launch_orphans(const char *fn, const int32_t *cu, int64_t batch, int64_t
   return check_launch(fn, "flash_varlen_orphans_kernel");
 }
 
-/* Grid over the tiles of the longest possible sequence (S, or T tokens for varlen). */
-dim3 tile_grid(int64_t seq, int64_t heads, int64_t batch) {
+/* Grid of the tile kernels: (tiles of S, heads, B) for a uniform batch, (varlen slots, heads, 1)
+ * for a packed one (block_tile). */
+dim3 tile_grid(bool varlen, int64_t batch, int64_t seq, int64_t heads) {
+  if (varlen)
+    return dim3((unsigned int)attn_varlen_slot_count(batch, seq), (unsigned int)heads, 1u);
   return dim3((unsigned int)attn_tile_count(seq, kFaRows), (unsigned int)heads,
               (unsigned int)batch);
 }
@@ -685,10 +711,15 @@ bool flash_attention_fast_supported(int32_t dtype, int64_t head_dim) {
   return dtype == MOE4J_DTYPE_BF16 && (head_dim == 64 || head_dim == 128);
 }
 
-bool flash_attention_fast_path(int32_t dtype, int64_t head_dim, int64_t batch, int64_t q_heads,
+bool flash_attention_fast_path(int32_t dtype, int64_t head_dim, bool varlen, int64_t batch,
+                               int64_t seq, int64_t q_heads,
                                std::initializer_list<const void *> buffers) {
   if (!flash_attention_fast_supported(dtype, head_dim)) return false;
-  if (batch > 65535 || q_heads > 65535) return false;
+  /* grid (tiles or slots, heads, B or 1): y and z are limited to 65535, x to 2^31 - 1 */
+  if (q_heads > 65535) return false;
+  if (varlen ? attn_varlen_slot_count(batch, seq) > INT32_MAX
+             : (batch > 65535 || attn_tile_count(seq, kFaRows) > INT32_MAX))
+    return false;
   for (const void *b : buffers)
     if (((uintptr_t)b & 15u) != 0) return false;
   return true;
@@ -698,10 +729,10 @@ int32_t flash_attention_forward(const char *fn, const void *q, const void *k, co
                                 void *out, float *lse, const int32_t *cu_seqlens, int64_t batch,
                                 int64_t seq, int64_t q_heads, int64_t kv_heads, int64_t head_dim,
                                 bool causal, int64_t window, float scale, cudaStream_t stream) {
-  FaParams p = make_params(q, k, v, cu_seqlens, seq, q_heads, kv_heads, causal, window, scale);
+  FaParams p = make_params(q, k, v, cu_seqlens, batch, seq, q_heads, kv_heads, causal, window, scale);
   p.o_or_dq = (bf16_t *)out;
   p.lse_out = lse;
-  const dim3 grid = tile_grid(seq, q_heads, batch);
+  const dim3 grid = tile_grid(cu_seqlens != nullptr, batch, seq, q_heads);
   const int32_t s =
       head_dim == 64
           ? launch(fn, "flash_fwd_kernel<64>", (const void *)flash_fwd_kernel<64>, grid,
@@ -719,7 +750,7 @@ int32_t flash_attention_backward(const char *fn, const void *q, const void *k, c
                                  int64_t seq, int64_t q_heads, int64_t kv_heads, int64_t head_dim,
                                  bool causal, int64_t window, float scale, void *workspace,
                                  cudaStream_t stream) {
-  FaParams p = make_params(q, k, v, cu_seqlens, seq, q_heads, kv_heads, causal, window, scale);
+  FaParams p = make_params(q, k, v, cu_seqlens, batch, seq, q_heads, kv_heads, causal, window, scale);
   p.out = (const bf16_t *)out;
   p.dout = (const bf16_t *)dout;
   p.lse_in = lse;
@@ -727,7 +758,8 @@ int32_t flash_attention_backward(const char *fn, const void *q, const void *k, c
   p.o_or_dq = (bf16_t *)dq;
   p.dk = (bf16_t *)dk;
   p.dv = (bf16_t *)dv;
-  const dim3 qgrid = tile_grid(seq, q_heads, batch), kgrid = tile_grid(seq, kv_heads, batch);
+  const dim3 qgrid = tile_grid(cu_seqlens != nullptr, batch, seq, q_heads),
+             kgrid = tile_grid(cu_seqlens != nullptr, batch, seq, kv_heads);
   int32_t s;
   if (head_dim == 64) {
     s = launch(fn, "flash_bwd_dot_kernel<64>", (const void *)flash_bwd_dot_kernel<64>, qgrid, 0,

@@ -20,9 +20,10 @@ namespace moe4j {
 bool flash_attention_fast_supported(int32_t dtype, int64_t head_dim);
 
 /* Everything the fast path needs beyond dtype / head_dim: every buffer 16-byte aligned (rows go
- * through 16-byte cp.async) and the grid (q tiles, q_heads, batch) within CUDA's limits
- * (q_heads, batch <= 65535). When false the caller uses the *_ref kernels. */
-bool flash_attention_fast_path(int32_t dtype, int64_t head_dim, int64_t batch, int64_t q_heads,
+ * through 16-byte cp.async) and the grid within CUDA's limits (q_heads <= 65535; uniform batch
+ * <= 65535; varlen T / 64 + batch < 2^31). When false the caller uses the *_ref kernels. */
+bool flash_attention_fast_path(int32_t dtype, int64_t head_dim, bool varlen, int64_t batch,
+                               int64_t seq, int64_t q_heads,
                                std::initializer_list<const void *> buffers);
 
 int32_t flash_attention_forward(const char *fn, const void *q, const void *k, const void *v,

@@ -133,6 +133,40 @@ MOE4J_HD bool attn_tile_unmasked(int64_t q0, int64_t q1, int64_t k0, int64_t k1,
   return true;
 }
 
+/* Tile slots of a packed varlen batch: a CUDA grid over (sequence, 64-row tile) pairs that the host
+ * can size without reading cu_seqlens. Sequence b owns slots [base(b), base(b + 1)) with
+ * base(b) = c[b] / 64 + b (c[b] clamped as in attn_sequence). That is at least ceil(len_b / 64)
+ * slots (with r = c[b] % 64: (r + len_b) / 64 + 1 >= ceil(len_b / 64)), so
+ * attn_varlen_slot_count = T / 64 + batch slots hold every tile of every sequence, with at most one
+ * spare slot per sequence (instead of a grid sized for the longest possible sequence per sequence).
+ * kAttnBlockQ == kAttnBlockK, so the same slots serve query and key tiles. */
+MOE4J_HD int64_t attn_varlen_slot_count(int64_t batch, int64_t seq) {
+  return seq / kAttnBlockQ + batch;
+}
+
+MOE4J_HD int64_t attn_varlen_slot_base(const int32_t *cu, int64_t b, int64_t seq) {
+  return attn_clamped_offset(cu, b, 0, seq) / kAttnBlockQ + b;
+}
+
+struct AttnSlot {
+  int64_t seq, tile; /* seq = -1: the slot lies before every sequence (invalid cu_seqlens only) */
+};
+
+/* Slot u -> (sequence, tile): the last b < batch with base(b) <= u (binary search, O(log batch)
+ * reads), tile u - base(b). The caller skips tiles at or past the sequence's length (spare slots).
+ * For a valid cu_seqlens base() strictly increases, so every (b, tile < ceil(len_b / 64)) is the
+ * image of exactly one slot. */
+MOE4J_HD AttnSlot attn_varlen_slot(const int32_t *cu, int64_t batch, int64_t seq, int64_t u) {
+  int64_t lo = 0, hi = batch; /* answer in [lo - 1, hi) */
+  while (lo < hi) {
+    const int64_t mid = lo + (hi - lo) / 2;
+    if (attn_varlen_slot_base(cu, mid, seq) <= u) lo = mid + 1;
+    else hi = mid;
+  }
+  if (lo == 0) return AttnSlot{-1, 0};
+  return AttnSlot{lo - 1, u - attn_varlen_slot_base(cu, lo - 1, seq)};
+}
+
 /* Shared-memory layout of the CUDA kernels' [64 rows][d] bf16 tiles (kernels/flash_attention.cu),
  * kept here so the CPU tests can check it: 16-byte chunk c (8 elements) of row r is stored at chunk
  * c ^ (r & 7), so 8 consecutive rows at the same chunk (one ldmatrix phase) land in 8 different

@@ -7,6 +7,8 @@
  *    drop the element mask on such tiles, so a false "true" would let masked keys in);
  *  - attn_sequence clamps arbitrary (even invalid) cu_seqlens into [0, T] with a non-negative
  *    length, the property the kernels need to stay inside the buffers;
+ *  - the varlen tile slots (attn_varlen_slot) give every (sequence, tile) of a packed batch exactly
+ *    one slot, with at most one spare slot per sequence;
  *  - the kernels' swizzled shared-memory tile layout (attn_smem_swizzle) is a bijection within each
  *    row, the per-lane decomposition of the ldmatrix addresses (attn_smem_lane_part) reproduces it,
  *    and every 8-lane phase of the ldmatrix / cp.async accesses hits 8 distinct bank groups.
@@ -134,6 +136,39 @@ TEST_CASE(sequences_are_clamped_into_the_packed_tokens) {
   CHECK(s.start == 0 && s.len == 8);
   s = attn_sequence(bad, 1, 8, 2); /* 20 -> 8, then 4 < 8: reversed, empty */
   CHECK(s.start == 8 && s.len == 0);
+}
+
+TEST_CASE(varlen_slots_hold_every_tile_exactly_once) {
+  std::mt19937_64 rng(11);
+  const int lens_pool[] = {0, 1, 2, 63, 64, 65, 127, 128, 129, 200, 300};
+  for (int trial = 0; trial < 300; trial++) {
+    const int batch = 1 + (int)(rng() % 12);
+    std::vector<int32_t> cu(1, 0);
+    for (int b = 0; b < batch; b++) cu.push_back(cu.back() + lens_pool[rng() % 11]);
+    const int64_t T = cu.back(), slots = attn_varlen_slot_count(batch, T);
+    std::vector<std::vector<int>> hits(batch);
+    for (int b = 0; b < batch; b++) hits[b].assign((size_t)attn_tile_count(cu[b + 1] - cu[b], kAttnBlockQ), 0);
+    int64_t spare = 0;
+    for (int64_t u = 0; u < slots; u++) {
+      const AttnSlot s = attn_varlen_slot(cu.data(), batch, T, u);
+      CHECK(s.seq >= 0 && s.seq < batch && s.tile >= 0);
+      if (s.seq < 0 || s.seq >= batch) continue;
+      const AttnSeq sq = attn_sequence(cu.data(), s.seq, T, 1);
+      if (s.tile * kAttnBlockQ < sq.len) hits[s.seq][s.tile]++;
+      else spare++;
+    }
+    bool once = true;
+    for (auto &h : hits)
+      for (int x : h) once = once && x == 1;
+    CHECK(once);
+    CHECK(spare <= batch);
+  }
+  /* invalid offsets: every slot still maps into [-1, batch) with a tile >= 0 */
+  const int32_t bad[] = {5, -3, 400, 2, 90};
+  for (int64_t u = 0; u < attn_varlen_slot_count(4, 100); u++) {
+    const AttnSlot s = attn_varlen_slot(bad, 4, 100, u);
+    CHECK(s.seq >= -1 && s.seq < 4 && (s.seq < 0 || s.tile >= 0));
+  }
 }
 
 /* Lane patterns of the kernels' ldmatrix.x4 calls (lane -> (lr, lc)), see Frags in

@@ -24,6 +24,8 @@ public final class Main {
           return new InfoCommand().run(rest, out, err);
         case "bench":
           return new BenchCommand().run(rest, out, err);
+        case "train":
+          return new TrainCommand().run(rest, out, err);
         case "--version":
         case "version":
           out.println("moe4j " + io.moe4j.Moe4j.VERSION);
@@ -50,6 +52,7 @@ public final class Main {
     s.println();
     s.println("commands:");
     s.println("  info [--json]   version, libraries and build flags, CPU, GPUs, cuBLAS, backends");
+    s.println("  train [options] train an MoE model (no options: the built-in demo on synthetic tasks)");
     s.println("  bench <suite>   benchmarks: gemm | routing (--device D, --json FILE, --quick)");
     s.println("  version         print the version");
     s.println();

@@ -21,6 +21,7 @@ public final class ExactMatchEvaluator implements Evaluator {
 
   private final Tokenizer tokenizer;
   private final List<Example> examples;
+  private List<ExactMatch.Prediction> lastPredictions = List.of();
 
   public ExactMatchEvaluator(Tokenizer tokenizer, List<Example> examples) {
     if (tokenizer == null) throw new IllegalArgumentException("tokenizer must not be null");
@@ -31,6 +32,11 @@ public final class ExactMatchEvaluator implements Evaluator {
 
   public List<Example> examples() {
     return examples;
+  }
+
+  /** The predictions of the most recent {@link #evaluate} (empty before the first). */
+  public List<ExactMatch.Prediction> lastPredictions() {
+    return lastPredictions;
   }
 
   /** Every example with the model's answer. */
@@ -51,6 +57,7 @@ public final class ExactMatchEvaluator implements Evaluator {
   @Override
   public EvalResult evaluate(MoeTransformer model, long step) {
     List<ExactMatch.Prediction> predictions = predict(model);
+    lastPredictions = predictions;
     Map<String, Double> perTask = new LinkedHashMap<>();
     for (Map.Entry<SyntheticTask, Double> e : ExactMatch.accuracy(predictions).entrySet())
       perTask.put(e.getKey().name(), e.getValue());

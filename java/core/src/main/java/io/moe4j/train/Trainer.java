@@ -70,7 +70,7 @@ public final class Trainer implements AutoCloseable {
     this.checkpointDir = b.checkpointDir;
     this.checkpointInterval = b.checkpointInterval;
     this.tokenizer = b.tokenizer;
-    this.callbacks = List.copyOf(b.callbacks);
+    this.callbacks = new ArrayList<>(b.callbacks);
     this.peakFlops = b.peakFlops;
     this.maxConsecutiveSkips = b.maxConsecutiveSkips;
     this.step = step;
@@ -88,6 +88,12 @@ public final class Trainer implements AutoCloseable {
 
   public AdamW optimizer() {
     return optimizer;
+  }
+
+  /** Adds a callback after building (e.g. one that needs {@link #step()} of a resumed run). */
+  public void addCallback(TrainingCallback callback) {
+    if (callback == null) throw new IllegalArgumentException("callback must not be null");
+    callbacks.add(callback);
   }
 
   /** Steps run so far (skipped ones included). */

@@ -1,0 +1,374 @@
+package io.moe4j.cli;
+
+import io.moe4j.cli.train.MetricsLog;
+import io.moe4j.cli.train.ProgressReporter;
+import io.moe4j.cli.train.TrainPlots;
+import io.moe4j.io.HfConfig;
+import io.moe4j.nn.ModelConfig;
+import io.moe4j.ops.AdamWConfig;
+import io.moe4j.ops.Backend;
+import io.moe4j.ops.Backends;
+import io.moe4j.runtime.CpuNative;
+import io.moe4j.tensor.Device;
+import io.moe4j.text.ByteTokenizer;
+import io.moe4j.train.EvalResult;
+import io.moe4j.train.Evaluator;
+import io.moe4j.train.ExactMatchEvaluator;
+import io.moe4j.train.LrSchedule;
+import io.moe4j.train.Trainer;
+import io.moe4j.train.TrainerState;
+import io.moe4j.train.TrainingCheckpoint;
+import io.moe4j.train.TrainingData;
+import io.moe4j.train.TrainingStoppedException;
+import io.moe4j.train.ValidationLossEvaluator;
+import io.moe4j.train.data.ExactMatch;
+import io.moe4j.train.data.SyntheticTask;
+import io.moe4j.train.data.SyntheticTasks;
+import io.moe4j.train.data.TextDataset;
+import java.io.IOException;
+import java.io.PrintStream;
+import java.io.UncheckedIOException;
+import java.nio.file.Files;
+import java.nio.file.Path;
+import java.util.ArrayList;
+import java.util.EnumSet;
+import java.util.List;
+import java.util.Locale;
+import java.util.Set;
+import org.apache.commons.cli.CommandLine;
+import org.apache.commons.cli.DefaultParser;
+import org.apache.commons.cli.HelpFormatter;
+import org.apache.commons.cli.Option;
+import org.apache.commons.cli.Options;
+import org.apache.commons.cli.ParseException;
+
+/**
+ * {@code moe4j train}: trains an MoE transformer on the built-in synthetic tasks (the demo, with no
+ * options) or on text files, with a progress bar, metrics.jsonl, a loss-curve PNG, expert-load
+ * heatmaps and an HF checkpoint directory in the output directory; resumes bit-exactly, and can grow
+ * the model by new experts on resume (optionally freezing the old ones).
+ */
+final class TrainCommand {
+
+  /** The demo's schedule, measured to reach its accuracy within about five minutes on 2 cores (docs/BENCHMARKS.md). */
+  static final int DEMO_STEPS = 600;
+  static final int DEMO_BATCH = 32;
+  static final float DEMO_LR = 1e-2f;
+  static final int DEFAULT_TEXT_SEQ_LEN = 128;
+  static final int EVAL_SEED = 1234;
+  /** H100 SXM dense bf16; training runs in F32 on the GPU today, so MFU against it is a lower bound. */
+  static final double H100_PEAK_FLOPS = 989e12;
+
+  private Options options() {
+    Options o = new Options();
+    o.addOption(null, "preset", true, "model preset: demo (default; 4 layers, d=128, 8 experts, top-2)");
+    o.addOption(null, "config", true, "model from an HF config.json (Mixtral, Qwen3-MoE, OLMoE)");
+    o.addOption(Option.builder().longOpt("data").hasArgs().argName("FILE...").desc("text files (byte-level tokens); default: the synthetic tasks").build());
+    o.addOption(null, "tasks", true, "synthetic tasks, comma-separated: " + taskNames() + " (default all)");
+    o.addOption(null, "steps", true, "total optimizer steps (a resumed run continues up to this count; demo " + DEMO_STEPS + ")");
+    o.addOption(null, "batch-size", true, "rows per micro-batch (demo " + DEMO_BATCH + ")");
+    o.addOption(null, "grad-accumulation", true, "micro-batches per optimizer step (default 1)");
+    o.addOption(null, "seq-len", true, "tokens per row (synthetic: the tasks' minimum; text: " + DEFAULT_TEXT_SEQ_LEN + ")");
+    o.addOption(null, "lr", true, "peak learning rate (demo " + DEMO_LR + "); warmup then cosine decay to lr/10");
+    o.addOption(null, "warmup", true, "warmup steps (default 5% of --steps)");
+    o.addOption(null, "routing", true, "token-choice | expert-choice (default: the config's)");
+    o.addOption(null, "device", true, "auto | cpu | cuda | cuda:N (default auto)");
+    o.addOption(null, "seed", true, "seed of the model init and the data stream (default 1)");
+    o.addOption(null, "out", true, "output directory (default train-out; with --resume: the resumed run's directory)");
+    o.addOption(null, "resume", true, "continue from a checkpoint directory (or a run directory holding checkpoint/)");
+    o.addOption(null, "add-experts", true, "with --resume: grow every MoE layer by N new experts");
+    o.addOption(null, "freeze-old", false, "with --add-experts: train only the new experts and their router rows");
+    o.addOption(null, "eval-every", true, "evaluate every N steps (default: 4 times per run; 0 = only at the end)");
+    o.addOption(null, "checkpoint-every", true, "checkpoint every N steps (default: only at the end)");
+    o.addOption(null, "eval-prompts", true, "held-out prompts per synthetic task (default 50)");
+    o.addOption("h", "help", false, "show this help");
+    return o;
+  }
+
+  private static String taskNames() {
+    List<String> names = new ArrayList<>();
+    for (SyntheticTask t : SyntheticTask.values()) names.add(t.name().toLowerCase(Locale.ROOT));
+    return String.join(",", names);
+  }
+
+  int run(String[] args, PrintStream out, PrintStream err) {
+    Options options = options();
+    CommandLine cl;
+    try {
+      cl = new DefaultParser().parse(options, args);
+    } catch (ParseException e) {
+      throw new Main.UsageException(e.getMessage());
+    }
+    if (cl.hasOption("help")) {
+      new HelpFormatter().printHelp(new java.io.PrintWriter(out, true), 100, "moe4j train [options]",
+          "With no options: the demo (synthetic tasks, ModelConfig.demo()).", options, 2, 2, null);
+      return 0;
+    }
+    if (!cl.getArgList().isEmpty()) throw new Main.UsageException("unexpected argument '" + cl.getArgList().get(0) + "'");
+    Settings s = Settings.parse(cl);
+    Backend opened;
+    try {
+      opened = Backends.open(s.device);
+    } catch (IllegalArgumentException e) {
+      throw new Main.UsageException("--device: " + e.getMessage());
+    }
+    try (Backend backend = opened) {
+      return train(s, backend, out, err);
+    }
+  }
+
+  /** Parsed, checked options. */
+  private record Settings(
+      String preset, Path config, List<Path> data, Set<SyntheticTask> tasks, Long steps, Integer batchSize, int gradAccumulation,
+      Integer seqLen, Float lr, Long warmup, ModelConfig.Routing routing, String device, long seed, Path out, Path resume,
+      int addExperts, boolean freezeOld, Long evalEvery, long checkpointEvery, int evalPrompts) {
+
+    static Settings parse(CommandLine cl) {
+      String preset = cl.getOptionValue("preset");
+      if (preset != null && !preset.equals("demo")) throw new Main.UsageException("--preset must be demo, got '" + preset + "'");
+      Path config = cl.hasOption("config") ? Path.of(cl.getOptionValue("config")) : null;
+      if (preset != null && config != null) throw new Main.UsageException("--preset and --config are exclusive: give one");
+      if (config != null && !Files.isRegularFile(config)) throw new Main.UsageException("--config " + config + " is not a file");
+      List<Path> data = new ArrayList<>();
+      if (cl.hasOption("data"))
+        for (String f : cl.getOptionValues("data")) {
+          Path p = Path.of(f);
+          if (!Files.isRegularFile(p)) throw new Main.UsageException("--data " + f + " is not a readable file");
+          data.add(p);
+        }
+      Set<SyntheticTask> tasks = EnumSet.allOf(SyntheticTask.class);
+      if (cl.hasOption("tasks")) {
+        if (!data.isEmpty()) throw new Main.UsageException("--tasks chooses synthetic tasks and cannot be combined with --data");
+        tasks = EnumSet.noneOf(SyntheticTask.class);
+        for (String t : cl.getOptionValue("tasks").split(",")) {
+          try {
+            tasks.add(SyntheticTask.valueOf(t.trim().toUpperCase(Locale.ROOT)));
+          } catch (IllegalArgumentException e) {
+            throw new Main.UsageException("--tasks must list tasks from " + taskNames() + ", got '" + t + "'");
+          }
+        }
+      }
+      Path resume = cl.hasOption("resume") ? Path.of(cl.getOptionValue("resume")) : null;
+      if (resume != null) {
+        if (!Files.isDirectory(resume)) throw new Main.UsageException("--resume " + resume + " is not a directory");
+        if (!Files.isRegularFile(resume.resolve(TrainingCheckpoint.STATE_FILE)) && Files.isDirectory(resume.resolve("checkpoint")))
+          resume = resume.resolve("checkpoint");
+        if (!Files.isRegularFile(resume.resolve(TrainingCheckpoint.STATE_FILE)))
+          throw new Main.UsageException("--resume " + cl.getOptionValue("resume") + " has no " + TrainingCheckpoint.STATE_FILE
+              + " (neither it nor its checkpoint/ subdirectory is a moe4j training checkpoint)");
+        if (preset != null || config != null || cl.hasOption("routing"))
+          throw new Main.UsageException("--preset, --config and --routing cannot be combined with --resume: the checkpoint has its model");
+      }
+      int addExperts = (int) longOption(cl, "add-experts", 0, 0);
+      if (addExperts > 0 && resume == null) throw new Main.UsageException("--add-experts needs --resume (it grows a trained model)");
+      boolean freezeOld = cl.hasOption("freeze-old");
+      if (freezeOld && addExperts == 0) throw new Main.UsageException("--freeze-old needs --add-experts N (nothing new would be trained)");
+      ModelConfig.Routing routing = null;
+      if (cl.hasOption("routing")) {
+        String r = cl.getOptionValue("routing");
+        routing = switch (r) {
+          case "token-choice" -> ModelConfig.Routing.TOKEN_CHOICE;
+          case "expert-choice" -> ModelConfig.Routing.EXPERT_CHOICE;
+          default -> throw new Main.UsageException("--routing must be token-choice or expert-choice, got '" + r + "'");
+        };
+      }
+      Float lr = null;
+      if (cl.hasOption("lr")) {
+        try {
+          lr = Float.parseFloat(cl.getOptionValue("lr"));
+        } catch (NumberFormatException e) {
+          throw new Main.UsageException("--lr must be a number, got '" + cl.getOptionValue("lr") + "'");
+        }
+        if (!(lr > 0) || !Float.isFinite(lr)) throw new Main.UsageException("--lr must be > 0, got " + cl.getOptionValue("lr"));
+      }
+      Path out = cl.hasOption("out") ? Path.of(cl.getOptionValue("out"))
+          : resume != null ? resume.toAbsolutePath().getParent() : Path.of("train-out");
+      if (Files.exists(out) && !Files.isDirectory(out)) throw new Main.UsageException("--out " + out + " exists and is not a directory");
+      Long steps = cl.hasOption("steps") ? longOption(cl, "steps", 0, 1) : null;
+      Integer batch = cl.hasOption("batch-size") ? (int) longOption(cl, "batch-size", 0, 1) : null;
+      Integer seqLen = cl.hasOption("seq-len") ? (int) longOption(cl, "seq-len", 0, 1) : null;
+      Long warmup = cl.hasOption("warmup") ? longOption(cl, "warmup", 0, 0) : null;
+      Long evalEvery = cl.hasOption("eval-every") ? longOption(cl, "eval-every", 0, 0) : null;
+      return new Settings(preset, config, data, tasks, steps, batch, (int) longOption(cl, "grad-accumulation", 1, 1), seqLen, lr, warmup,
+          routing, cl.getOptionValue("device", "auto"), longOption(cl, "seed", 1, Long.MIN_VALUE), out, resume, addExperts, freezeOld,
+          evalEvery, longOption(cl, "checkpoint-every", 0, 0), (int) longOption(cl, "eval-prompts", 50, 1));
+    }
+
+    /** A whole-number option ≥ min, or its default; the message names the option and what came. */
+    static long longOption(CommandLine cl, String name, long defaultValue, long min) {
+      if (!cl.hasOption(name)) return defaultValue;
+      String v = cl.getOptionValue(name);
+      long x;
+      try {
+        x = Long.parseLong(v.trim());
+      } catch (NumberFormatException e) {
+        throw new Main.UsageException("--" + name + " must be a whole number, got '" + v + "'");
+      }
+      if (x < min) throw new Main.UsageException("--" + name + " must be " + (min == 1 ? "> 0" : ">= " + min) + ", got " + x);
+      if (x > Integer.MAX_VALUE && !name.equals("seed") && !name.equals("steps"))
+        throw new Main.UsageException("--" + name + " is too large, got " + x);
+      return x;
+    }
+  }
+
+  private int train(Settings s, Backend backend, PrintStream out, PrintStream err) {
+    ByteTokenizer tokenizer = new ByteTokenizer();
+    TrainerState resumedState = s.resume() == null ? null : TrainingCheckpoint.read(s.resume()).state();
+    ModelConfig config = s.resume() != null ? TrainingCheckpoint.read(s.resume()).config() : modelConfig(s);
+    if (config.vocabSize() < ByteTokenizer.VOCAB_SIZE)
+      throw new Main.UsageException("the model's vocab_size " + config.vocabSize() + " is smaller than the byte-level tokenizer's "
+          + ByteTokenizer.VOCAB_SIZE);
+    boolean synthetic = s.data().isEmpty();
+    int seqLen;
+    TrainingData data;
+    Evaluator evaluator;
+    ExactMatchEvaluator exact = null;
+    int batch = s.batchSize() != null ? s.batchSize() : resumedState != null ? resumedState.batchSize() : DEMO_BATCH;
+    if (synthetic) {
+      int needed = SyntheticTasks.requiredSeqLen(s.tasks());
+      seqLen = s.seqLen() != null ? s.seqLen() : needed;
+      if (seqLen < needed) throw new Main.UsageException("--seq-len must be >= " + needed + " for the tasks " + s.tasks() + ", got " + seqLen);
+      SyntheticTasks tasks = new SyntheticTasks(tokenizer, s.tasks(), seqLen, s.seed());
+      data = TrainingData.synthetic(tasks);
+      exact = new ExactMatchEvaluator(tokenizer, tasks.heldOut(s.evalPrompts(), EVAL_SEED));
+      evaluator = exact;
+    } else {
+      seqLen = s.seqLen() != null ? s.seqLen() : Math.min(DEFAULT_TEXT_SEQ_LEN, config.maxPositionEmbeddings());
+      TextDataset text;
+      try {
+        text = new TextDataset(s.data(), tokenizer, seqLen, s.seed());
+      } catch (IllegalArgumentException e) {
+        throw new Main.UsageException("--data: " + e.getMessage());
+      }
+      data = TrainingData.text(text);
+      evaluator = new ValidationLossEvaluator(text.validationBatches(batch));
+    }
+    if (seqLen > config.maxPositionEmbeddings())
+      throw new Main.UsageException("--seq-len " + seqLen + " exceeds the model's max_position_embeddings " + config.maxPositionEmbeddings());
+    long steps = s.steps() != null ? s.steps() : resumedState != null ? resumedState.step() + DEMO_STEPS : DEMO_STEPS;
+    if (resumedState != null && steps <= resumedState.step())
+      throw new Main.UsageException("--steps is the total step count and must exceed the checkpoint's step " + resumedState.step()
+          + ", got " + steps);
+    float lr = s.lr() != null ? s.lr() : resumedState != null ? resumedState.schedule().peak() : DEMO_LR;
+    long startStep = resumedState == null ? 0 : resumedState.step();
+    long warmup = s.warmup() != null ? s.warmup() : Math.max(1, (steps - startStep) / 20);
+    // A resumed run (and a grown one) warms up again from its start step, then decays to the end.
+    LrSchedule schedule = new LrSchedule(lr, lr / 10, startStep + warmup, steps, LrSchedule.Decay.COSINE);
+    if (resumedState != null && s.addExperts() == 0 && s.lr() == null && s.warmup() == null && steps == resumedState.schedule().totalSteps())
+      schedule = resumedState.schedule(); // the same run continued: keep its schedule for a bit-exact curve
+    long evalEvery = s.evalEvery() != null ? s.evalEvery() : Math.max(1, (steps - startStep) / 4);
+    try {
+      Files.createDirectories(s.out());
+    } catch (IOException e) {
+      throw new UncheckedIOException("cannot create --out " + s.out() + ": " + e.getMessage(), e);
+    }
+    Path checkpointDir = s.out().resolve("checkpoint");
+    double peak = peakFlops(backend);
+    out.printf("moe4j train on %s: %s, %d layers, d=%d, %d experts (top-%d, %s), %s, seq %d, batch %d x %d, steps %d, lr %.2g%n",
+        backend.name(), config.architecture().modelType(), config.numLayers(), config.hiddenSize(),
+        config.numExperts() + s.addExperts(), config.expertsPerToken(), config.routing().name().toLowerCase(Locale.ROOT).replace('_', '-'),
+        synthetic ? "synthetic tasks " + s.tasks() : s.data().size() + " text file(s)", seqLen, batch, s.gradAccumulation(),
+        steps, lr);
+    long t0 = System.nanoTime();
+    int status = 0;
+    try (MetricsLog metrics = new MetricsLog(s.out().resolve("metrics.jsonl"))) {
+      Trainer.Builder b = Trainer.builder(backend).data(data).steps(steps).batchSize(batch).gradAccumulation(s.gradAccumulation())
+          .schedule(schedule).seed(s.seed()).evaluator(evaluator, evalEvery).checkpoints(checkpointDir, s.checkpointEvery())
+          .tokenizer(tokenizer).peakFlops(peak).optimizer(new AdamWConfig(lr, 0.9f, 0.95f, 1e-8f, 0.1f), 1f).callback(metrics);
+      if (s.resume() != null) b.resume(s.resume()).grow(s.addExperts(), s.freezeOld());
+      else b.model(config);
+      try (Trainer trainer = b.build();
+          ProgressReporter progress = new ProgressReporter(err, trainer.step(), steps, System.console() != null)) {
+        if (s.resume() != null)
+          out.printf("resumed %s at step %d%s%n", s.resume(), trainer.step(), s.addExperts() > 0
+              ? ", added " + s.addExperts() + " experts per MoE layer" + (s.freezeOld() ? " (old ones frozen)" : "") : "");
+        trainer.addCallback(progress);
+        try {
+          trainer.run();
+        } catch (TrainingStoppedException e) {
+          err.println("moe4j train: " + e.getMessage());
+          status = 1;
+        }
+        progress.close();
+        double seconds = (System.nanoTime() - t0) * 1e-9;
+        report(trainer, metrics, exact, seconds, out);
+      }
+      writePlots(metrics, data, s.out(), out);
+    }
+    return status;
+  }
+
+  private ModelConfig modelConfig(Settings s) {
+    ModelConfig c;
+    if (s.config() != null) {
+      try {
+        c = HfConfig.read(s.config());
+      } catch (IllegalArgumentException e) {
+        throw new Main.UsageException("--config: " + e.getMessage());
+      }
+    } else {
+      c = ModelConfig.demo();
+    }
+    if (s.routing() != null) {
+      if (c.numExperts() == 0) throw new Main.UsageException("--routing needs a model with MoE layers; the config has no experts");
+      float cf = s.routing() == ModelConfig.Routing.EXPERT_CHOICE && !(c.capacityFactor() > 0) ? c.expertsPerToken() : c.capacityFactor();
+      c = c.withRouting(s.routing(), cf);
+    }
+    return c;
+  }
+
+  private static double peakFlops(Backend backend) {
+    if (backend.device().kind() == Device.Kind.CPU) {
+      double[] g = new double[1];
+      CpuNative.check(CpuNative.moe4j_cpu_measure_fma_peak(0.3, g));
+      return g[0] * 1e9;
+    }
+    return H100_PEAK_FLOPS;
+  }
+
+  private static void report(Trainer trainer, MetricsLog metrics, ExactMatchEvaluator exact, double seconds, PrintStream out) {
+    List<Float> losses = metrics.losses();
+    out.printf("trained %d steps in %.1f s", trainer.step(), seconds);
+    if (!losses.isEmpty()) out.printf(", last loss %.4f", losses.get(losses.size() - 1));
+    out.printf(", %d skipped%n", trainer.skippedSteps());
+    EvalResult last = trainer.lastEval();
+    if (exact != null && !exact.lastPredictions().isEmpty()) {
+      out.println("held-out prompts (greedy):");
+      List<ExactMatch.Prediction> shown = new ArrayList<>();
+      Set<SyntheticTask> seen = EnumSet.noneOf(SyntheticTask.class);
+      for (ExactMatch.Prediction p : exact.lastPredictions())
+        if (seen.add(p.example().task()) || (shown.size() < 8 && shown.stream().filter(q -> q.example().task() == p.example().task()).count() < 2))
+          shown.add(p);
+      for (ExactMatch.Prediction p : shown)
+        out.printf("  %-22s -> %-10s %s%n", p.example().prompt(), p.output(), p.correct() ? "ok" : "(expected " + p.example().answer() + ")");
+    }
+    if (last != null) {
+      out.printf("%s at step %d: %.4f%n", last.metric().replace('_', ' '), last.step(), last.value());
+      last.perTask().forEach((task, acc) -> out.printf("  %-8s %5.1f%%%n", task.toLowerCase(Locale.ROOT), 100 * acc));
+    }
+  }
+
+  private static void writePlots(MetricsLog metrics, TrainingData data, Path dir, PrintStream out) {
+    List<Path> written = new ArrayList<>();
+    written.add(TrainPlots.lossCurve(metrics.steps(), metrics.losses(), dir));
+    if (!metrics.layerExpertTokens().isEmpty()) written.add(TrainPlots.layerHeatmap(metrics.layerExpertTokens(), dir));
+    long[][] te = metrics.taskExpertTokens();
+    if (te != null) {
+      List<String> labels = new ArrayList<>();
+      List<long[]> rows = new ArrayList<>();
+      List<String> names = data.taskNames();
+      for (int t = 0; t < te.length; t++) {
+        long sum = 0;
+        for (long v : te[t]) sum += v;
+        if (sum == 0) continue;
+        labels.add(names.get(t).toLowerCase(Locale.ROOT));
+        rows.add(te[t]);
+      }
+      if (!rows.isEmpty())
+        written.add(TrainPlots.expertHeatmap("expert load by task (% of each task's assignments, all layers)", "task", labels, rows,
+            dir.resolve("expert_load_tasks.png")));
+    }
+    out.println("wrote " + dir.resolve("metrics.jsonl") + ", " + written.stream().map(p -> p.getFileName().toString()).toList()
+        + " and " + dir.resolve("checkpoint"));
+  }
+}
