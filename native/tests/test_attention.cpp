@@ -16,6 +16,7 @@
 #include <omp.h>
 #include <string.h>
 
+#include "attention_tiles.h"
 #include "check.h"
 #include "cpu_common.h"
 
@@ -735,6 +736,37 @@ TEST_CASE(backward_workspace_bytes) {
   CHECK_FAILS(moe4j_cpu_attention_backward_workspace_bytes(1, 1, 0, 64, &bytes), INV, "q_heads must be >= 1, got 0");
   CHECK_FAILS(moe4j_cpu_attention_backward_workspace_bytes(1, 1, 1, 7, &bytes), INV, "head_dim must be even and in [2, 256], got 7");
   CHECK_FAILS(moe4j_cpu_attention_backward_workspace_bytes(int64_t(1) << 40, int64_t(1) << 20, 1, 64, &bytes), INV, "overflows int64");
+}
+
+/* attn_find_sequence (the CUDA kernels' token -> sequence lookup, host-callable) against a linear
+ * scan: for valid offsets (random lengths, many empty) it finds the one sequence holding t; for
+ * arbitrary invalid offsets it returns -1 or a sequence whose clamped range holds t, reading only
+ * cu[0..batch]. */
+TEST_CASE(find_sequence_matches_a_linear_scan) {
+  std::mt19937_64 rng(99);
+  for (int trial = 0; trial < 300; trial++) {
+    const int64_t B = 1 + (int64_t)(rng() % 9);
+    std::vector<int32_t> cu(B + 1, 0);
+    for (int64_t b = 0; b < B; b++) cu[b + 1] = cu[b] + (int32_t)(rng() % 3 == 0 ? 0 : rng() % 70);
+    const int64_t T = cu[B];
+    for (int64_t t = 0; t < T; t++) {
+      int64_t want = -1;
+      for (int64_t b = 0; b < B; b++)
+        if (cu[b] <= t && t < cu[b + 1]) want = b;
+      CHECK(attn_find_sequence(cu.data(), B, T, t) == want);
+    }
+    /* garbage: values anywhere in [-20, T + 20) */
+    std::vector<int32_t> bad(B + 1);
+    for (auto &x : bad) x = (int32_t)(rng() % (T + 40)) - 20;
+    for (int64_t t = 0; t < T; t++) {
+      const int64_t b = attn_find_sequence(bad.data(), B, T, t);
+      CHECK(b >= -1 && b < B);
+      if (b >= 0) {
+        const AttnSeq sq = attn_sequence(bad.data(), b, T, 1);
+        CHECK(sq.start <= t && t < sq.start + sq.len && sq.start + sq.len <= T);
+      }
+    }
+  }
 }
 
 TEST_MAIN("attention")
