@@ -77,7 +77,7 @@ public final class SyntheticTasks implements BatchSource {
     /**
      * Smallest seqLen that holds every example of {@code tasks}: bos + longest prompt + longest answer
      * + eos, less the one token that is only a target. Prompts and answers are ASCII, so a byte-level
-     * tokenizer gives one token per character; subword tokenizers give no more.
+     * tokenizer gives one token per character; a tokenizer that gives more is reported per example.
      */
     public static int requiredSeqLen(Iterable<SyntheticTask> tasks, TaskSizes sizes) {
         int needed = 0;
