@@ -18,9 +18,9 @@ import java.util.OptionalInt;
  * text, which is what the synthetic tasks and small text-file experiments want.
  *
  * <p>Literal special-token text in the input is encoded as its bytes, never as the special id, so
- * data cannot inject control tokens. (A Hugging Face tokenizer loaded from
- * {@link #writeHfTokenizerJson} does match added tokens in raw text; that is the one place the two
- * differ.)
+ * data cannot inject control tokens. A Hugging Face tokenizer loaded from
+ * {@link #writeHfTokenizerJson} gives the same ids and text with two exceptions: it matches added
+ * tokens in raw text, and its decode keeps specials unless asked to skip them.
  */
 public final class ByteTokenizer implements Tokenizer {
 
