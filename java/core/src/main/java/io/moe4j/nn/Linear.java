@@ -1,6 +1,7 @@
 package io.moe4j.nn;
 
 import io.moe4j.ops.Backend;
+import io.moe4j.tensor.Scope;
 import io.moe4j.tensor.Tensor;
 
 /** y = x · Wᵀ with W [out, in] (HF layout, no bias), over the dense GEMM. */
@@ -28,7 +29,7 @@ final class Linear {
 
   /** y [T, out] = x [T, in] · Wᵀ (x cast to the weight's dtype first when they differ). */
   void forward(Tensor x, Tensor y) {
-    gemm(backend, x, weight.value(), y, false);
+    gemm(backend, x, weight.computeValue(), y, false);
   }
 
   /**
@@ -36,19 +37,36 @@ final class Linear {
    * rounded to BF16 for the GEMM, which accumulates in f32 and writes c in its own dtype.
    */
   static void gemm(Backend backend, Tensor a, Tensor b, Tensor c, boolean accumulate) {
-    if (a.dtype() == b.dtype()) {
-      backend.gemm(a, b, c, accumulate);
-      return;
-    }
-    try (Tensor cast = backend.empty(b.dtype(), a.shape())) {
-      backend.cast(a, cast);
-      backend.gemm(cast, b, c, accumulate);
+    try (Scope casts = new Scope()) {
+      backend.gemm(castTo(backend, a, b.dtype(), casts), b, c, accumulate);
     }
   }
 
   /** dW += dyᵀ · x; dx (=|+=) dy · W (dx may be null when not needed). */
   void backward(Tensor dy, Tensor x, Tensor dx, boolean accumulateDx) {
-    backend.groupedGemmWgrad(dy, x, null, weight.grad(), true);
-    if (dx != null) backend.groupedGemmDgrad(dy, weight.value(), null, dx, accumulateDx);
+    weightGradients(backend, weight, null, dy, x, dx, accumulateDx);
+  }
+
+  /**
+   * dW += dyᵀ·x (F32 gradient) and dx (=|+=) dy·W per group (offsets null: dense) for a weight that
+   * may have a BF16 compute copy: in mixed precision dy and x are rounded to BF16 for both GEMMs,
+   * which accumulate in f32 (the usual bf16 autocast recipe), else everything is F32.
+   */
+  static void weightGradients(Backend backend, Parameter weight, Tensor offsets, Tensor dy, Tensor x, Tensor dx,
+      boolean accumulateDx) {
+    Tensor w = weight.computeValue();
+    try (Scope casts = new Scope()) {
+      Tensor dyIn = castTo(backend, dy, w.dtype(), casts);
+      backend.groupedGemmWgrad(dyIn, castTo(backend, x, w.dtype(), casts), offsets, weight.grad(), true);
+      if (dx != null) backend.groupedGemmDgrad(dyIn, w, offsets, dx, accumulateDx);
+    }
+  }
+
+  /** t itself when it already has {@code dtype}, else a cast copy owned by {@code scope}. */
+  static Tensor castTo(Backend backend, Tensor t, io.moe4j.tensor.DType dtype, Scope scope) {
+    if (t.dtype() == dtype) return t;
+    Tensor cast = scope.add(backend.empty(dtype, t.shape()));
+    backend.cast(t, cast);
+    return cast;
   }
 }

@@ -132,11 +132,13 @@ final class MoeFfn {
     hidden = saved.add(backend.empty(DType.F32, numRows, f));
     outRows = saved.add(backend.empty(DType.F32, numRows, config.hiddenSize()));
     try (Scope casts = new Scope()) {
-      Tensor rowsIn = inWeightDtype(rows, casts);
-      backend.groupedGemmForward(rowsIn, w1.value(), offsets, gate, null, false);
-      backend.groupedGemmForward(rowsIn, w3.value(), offsets, up, null, false);
+      DType weights = w1.computeValue().dtype();
+      Tensor rowsIn = Linear.castTo(backend, rows, weights, casts);
+      backend.groupedGemmForward(rowsIn, w1.computeValue(), offsets, gate, null, false);
+      backend.groupedGemmForward(rowsIn, w3.computeValue(), offsets, up, null, false);
       backend.swigluForward(gate, up, hidden);
-      backend.groupedGemmForward(inWeightDtype(hidden, casts), w2.value(), offsets, outRows, null, false);
+      backend.groupedGemmForward(Linear.castTo(backend, hidden, weights, casts), w2.computeValue(), offsets, outRows,
+          null, false);
     }
     timer.stop(OpTimer.Family.EXPERT_GEMM, t0);
 
@@ -156,14 +158,6 @@ final class MoeFfn {
     timer.stop(OpTimer.Family.ROUTING, t0);
     if (shared != null) shared.forward(x, y, true, saved);
     return y;
-  }
-
-  /** x itself, or a copy in the expert weights' dtype (BF16 inference weights). */
-  private Tensor inWeightDtype(Tensor x, Scope casts) {
-    if (x.dtype() == w1.value().dtype()) return x;
-    Tensor cast = casts.add(backend.empty(w1.value().dtype(), x.shape()));
-    backend.cast(x, cast);
-    return cast;
   }
 
   private LayerRouting routingReport(int layer, long[] offsetsHost, double dropped) {
@@ -194,16 +188,13 @@ final class MoeFfn {
 
       t0 = timer.start();
       Tensor dHidden = tmp.add(backend.empty(DType.F32, hidden.shape()));
-      backend.groupedGemmDgrad(dOutRows, w2.value(), offsets, dHidden, false);
-      backend.groupedGemmWgrad(dOutRows, hidden, offsets, w2.grad(), true);
+      Linear.weightGradients(backend, w2, offsets, dOutRows, hidden, dHidden, false);
       Tensor dGate = tmp.add(backend.empty(DType.F32, gate.shape()));
       Tensor dUp = tmp.add(backend.empty(DType.F32, up.shape()));
       backend.swigluBackward(gate, up, dHidden, dGate, dUp);
       Tensor dRows = tmp.add(backend.empty(DType.F32, rows.shape()));
-      backend.groupedGemmDgrad(dGate, w1.value(), offsets, dRows, false);
-      backend.groupedGemmDgrad(dUp, w3.value(), offsets, dRows, true);
-      backend.groupedGemmWgrad(dGate, rows, offsets, w1.grad(), true);
-      backend.groupedGemmWgrad(dUp, rows, offsets, w3.grad(), true);
+      Linear.weightGradients(backend, w1, offsets, dGate, rows, dRows, false);
+      Linear.weightGradients(backend, w3, offsets, dUp, rows, dRows, true);
       timer.stop(OpTimer.Family.EXPERT_GEMM, t0);
 
       t0 = timer.start();

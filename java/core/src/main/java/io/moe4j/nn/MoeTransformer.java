@@ -45,6 +45,7 @@ public final class MoeTransformer implements AutoCloseable {
   private boolean causalRouting;
   private final List<Tensor> blockInputs = new ArrayList<>();
   private boolean recompute;
+  private boolean mixedPrecision;
   private Tensor zeroSource;
 
   /** A freshly initialized model (seeded: the same seed gives the same values). */
@@ -141,7 +142,7 @@ public final class MoeTransformer implements AutoCloseable {
     }
     finalHidden = finalNorm.forward(x, saved);
     logits = saved.add(backend.empty(DType.F32, rows, config.vocabSize()));
-    Linear.gemm(backend, finalHidden, lmHead.value(), logits, false);
+    Linear.gemm(backend, finalHidden, lmHead.computeValue(), logits, false);
     float loss = Float.NaN;
     this.targets = null;
     if (targets != null) {
@@ -208,8 +209,7 @@ public final class MoeTransformer implements AutoCloseable {
       backend.crossEntropyBackward(logits, targets, logSumExp, IGNORE_INDEX, gradScale, logits);
       Tensor dLogits = logits;
       Tensor dHidden = tmp.add(backend.empty(DType.F32, rows, config.hiddenSize()));
-      backend.groupedGemmWgrad(dLogits, finalHidden, null, lmHead.grad(), true);
-      backend.groupedGemmDgrad(dLogits, lmHead.value(), null, dHidden, false);
+      Linear.weightGradients(backend, lmHead, null, dLogits, finalHidden, dHidden, false);
       Tensor dx = tmp.add(backend.empty(DType.F32, rows, config.hiddenSize()));
       finalNorm.backward(dHidden, dx);
       Tensor dIn = dHidden; // reused as the other ping-pong buffer
@@ -354,7 +354,7 @@ public final class MoeTransformer implements AutoCloseable {
       }
       Tensor normed = finalNorm.forward(picked, tmp);
       Tensor out = tmp.add(backend.empty(DType.F32, outputRows.length, config.vocabSize()));
-      Linear.gemm(backend, normed, lmHead.value(), out, false);
+      Linear.gemm(backend, normed, lmHead.computeValue(), out, false);
       return backend.toFloats(out);
     } finally {
       timer.stop(OpTimer.Family.TOTAL, t0);
@@ -372,6 +372,7 @@ public final class MoeTransformer implements AutoCloseable {
     discardActivations();
     for (DecoderBlock block : blocks) if (block.moe() != null) retired.addAll(block.moe().addExperts(added, seed));
     config = config.withNumExperts(config.numExperts() + added);
+    if (mixedPrecision) setMixedPrecision(true); // compute copies for the grown tensors
     for (Parameter p : retired) p.close();
     retired.clear();
   }
@@ -410,6 +411,31 @@ public final class MoeTransformer implements AutoCloseable {
     }
     double attention = config.numLayers() * 2.0 * seqLen * qWidth * 3.5;
     return 6 * matmul + attention;
+  }
+
+  /**
+   * Mixed precision: every matrix (projections, experts, router, LM head) gets a BF16 compute copy
+   * that the GEMMs read, with activations and output gradients rounded to BF16 at the GEMM inputs
+   * and f32 accumulation; norms, softmax, attention, losses and the optimizer stay in F32 on the F32
+   * master weights. After each optimizer step the copies must be refreshed: the fused AdamW writes
+   * them when given {@link Parameter#computeCopy()}, or call {@link #refreshComputeCopies()}.
+   */
+  public void setMixedPrecision(boolean on) {
+    mixedPrecision = on;
+    for (Parameter p : parameters()) {
+      boolean matrix = p.value().rank() >= 2 && p != embedding || p == lmHead;
+      if (on && matrix) {
+        p.setComputeCopy(backend.empty(DType.BF16, p.value().shape()));
+      } else {
+        p.setComputeCopy(null);
+      }
+    }
+    refreshComputeCopies();
+  }
+
+  /** Rounds every master weight into its BF16 compute copy. */
+  public void refreshComputeCopies() {
+    for (Parameter p : parameters()) if (p.computeCopy() != null) backend.cast(p.value(), p.computeCopy());
   }
 
   /**

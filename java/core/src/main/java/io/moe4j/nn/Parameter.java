@@ -22,6 +22,7 @@ public final class Parameter implements AutoCloseable {
   private final Tensor grad;
   private final boolean weightDecay;
   private long trainableFrom;
+  private Tensor computeCopy; // BF16 copy the GEMMs read in mixed precision, else null
 
   /**
    * Takes ownership of {@code value} and {@code grad} (same shape, F32). {@code grad} null makes an
@@ -55,6 +56,24 @@ public final class Parameter implements AutoCloseable {
     return grad != null;
   }
 
+  /** What the forward and backward GEMMs read: the BF16 compute copy when there is one, else the value. */
+  public Tensor computeValue() {
+    return computeCopy != null ? computeCopy : value;
+  }
+
+  /** The BF16 compute copy (mixed precision), or null. */
+  public Tensor computeCopy() {
+    return computeCopy;
+  }
+
+  /** Takes ownership of a compute copy (null: none); the optimizer refreshes it after each update. */
+  public void setComputeCopy(Tensor copy) {
+    if (copy != null && copy.numel() != value.numel())
+      throw new IllegalArgumentException(name + ": compute copy must have " + value.numel() + " elements, got " + copy.numel());
+    if (computeCopy != null) computeCopy.close();
+    computeCopy = copy;
+  }
+
   /** Whether AdamW applies weight decay (not to norms, biases or embeddings by default). */
   public boolean weightDecay() {
     return weightDecay;
@@ -84,6 +103,7 @@ public final class Parameter implements AutoCloseable {
   public void close() {
     value.close();
     if (grad != null) grad.close();
+    if (computeCopy != null) computeCopy.close();
   }
 
   @Override

@@ -40,7 +40,7 @@ final class SwigluMlp {
     gate.forward(x, g);
     up.forward(x, u);
     backend.swigluForward(g, u, h);
-    Linear.gemm(backend, h, down.weight().value(), y, accumulate);
+    Linear.gemm(backend, h, down.weight().computeValue(), y, accumulate);
   }
 
   /** dx (=|+=) from dy; gradients accumulated. */
