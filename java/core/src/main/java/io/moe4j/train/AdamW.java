@@ -114,8 +114,9 @@ public final class AdamW implements AutoCloseable {
         Parameter p = params.get(i);
         long from = p.trainableFrom();
         long n = p.numel() - from;
+        Tensor copy = p.computeCopy() == null ? null : p.computeCopy().view(from, n); // mixed precision: BF16 refreshed
         backend.adamwStep(p.value().view(from, n), p.grad().view(from, n), m.get(i).view(from, n), v.get(i).view(from, n),
-            null, p.weightDecay() ? decay : plain, step, coefficient);
+            copy, p.weightDecay() ? decay : plain, step, coefficient);
       }
       return new StepResult(norm, false);
     }
