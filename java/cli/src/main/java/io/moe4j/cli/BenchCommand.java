@@ -3,6 +3,7 @@ package io.moe4j.cli;
 import io.moe4j.cli.bench.BenchReport;
 import io.moe4j.cli.bench.BenchResult;
 import io.moe4j.cli.bench.GemmSuite;
+import io.moe4j.cli.bench.GenerateSuite;
 import io.moe4j.cli.bench.RoutingSuite;
 import io.moe4j.ops.Backend;
 import io.moe4j.ops.Backends;
@@ -20,7 +21,7 @@ import org.apache.commons.cli.ParseException;
 /** {@code moe4j bench <suite> [--device D] [--json FILE] [--quick]}: prints a table, writes JSON + PNG. */
 final class BenchCommand {
 
-  static final List<String> SUITES = List.of("gemm", "routing");
+  static final List<String> SUITES = List.of("gemm", "routing", "generate");
 
   int run(String[] args, PrintStream out, PrintStream err) {
     Options options = new Options();
@@ -52,7 +53,11 @@ final class BenchCommand {
     List<BenchResult> results;
     try (Backend backend = opened) {
       boolean quick = cl.hasOption("quick");
-      results = suite.equals("gemm") ? new GemmSuite(backend, quick, err).run() : new RoutingSuite(backend, quick, err).run();
+      results = switch (suite) {
+        case "gemm" -> new GemmSuite(backend, quick, err).run();
+        case "generate" -> new GenerateSuite(backend, quick, err).run();
+        default -> new RoutingSuite(backend, quick, err).run();
+      };
     }
     BenchReport.printTable(results, out);
     if (cl.hasOption("json")) {
