@@ -3,8 +3,11 @@
  * _backward (kernels/attention.cu picks it for BF16 with head_dim 64 or 128; everything else, and
  * moe4j_cuda_use_reference_kernels(1), runs the *_ref kernels there). Same semantics as the CPU
  * twin native/src/cpu_attention.cpp; masks, windows, tile ranges and sequence spans come from
- * common/attention_tiles.h, the same MOE4J_HD helpers the twin uses. STATUS: compiled (sm_80,
- * sm_90a, no spills), not yet verified on a GPU.
+ * common/attention_tiles.h, the same MOE4J_HD helpers the twin uses. The kernels themselves live in
+ * flash_attention_kernels.cuh, so native/tests/test_flash_attention_emulated.cpp can run the same
+ * code on the CPU under a warp emulator against the CPU twin. STATUS: compiled (sm_80, sm_90a, no
+ * spills) and checked in that emulation; not yet verified on a GPU (kernels/tests/
+ * test_flash_attention.cpp, bench/bench_attention.cu are ready for one).
  *
  * Layout (moe4j.h): uniform batch q, out, dout, dq [B, S, Hq, D]; k, v, dk, dv [B, S, Hkv, D];
  * lse [B, Hq, S]. Varlen (cu_seqlens != NULL): the same memory with B = 1, S = T, sequence b =

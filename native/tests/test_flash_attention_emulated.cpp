@@ -18,6 +18,10 @@
  *     poisoned (0xff bytes: bf16 NaN) before every block, so reading a tile that was never loaded
  *     shows up as NaN. Exponentials use exp2f where the GPU uses ex2.approx (the kernels' host
  *     fallback), so the tolerances are those of kernels/tests/test_flash_attention.cpp.
+ * Cases: D 64 and 128, causal / not, windows (one spanning tile edges, so whole tiles are skipped),
+ * GQA 2:1 and 4:1, S = 1, 64 (one exact tile), 70..200 (partial last tiles), a varlen batch with an
+ * empty and a 1-token sequence, and an invalid cu_seqlens whose uncovered tokens must come out
+ * zero (orphan kernel).
  * Not emulated: timing, asynchrony of cp.async (a missing wait is not caught; a missing
  * __syncthreads before overwriting a stage is, when another fiber still reads it), bank conflicts.
  */
@@ -402,11 +406,58 @@ TEST_CASE(forward_and_backward_match_cpu_twin_d64) {
   run_case<64>(Case{1, 70, {}, 2, 2, 64, 0, 37}, 110); /* window, not causal */
   run_case<64>(Case{2, 1, {}, 2, 1, 64, 1, 0}, 120);   /* single-token sequences, batch 2 */
   run_case<64>(Case{4, 150, {0, 70, 70, 71, 150}, 2, 1, 64, 1, 0}, 130); /* varlen, empty seq */
+  run_case<64>(Case{1, 200, {}, 1, 1, 64, 1, 70}, 140); /* window over tile edges: tiles skipped */
 }
 
 TEST_CASE(forward_and_backward_match_cpu_twin_d128) {
   run_case<128>(Case{1, 100, {}, 4, 1, 128, 1, 20}, 200); /* GQA 4:1, causal + window */
   run_case<128>(Case{1, 64, {}, 1, 1, 128, 0, 0}, 210);   /* one exact tile */
+}
+
+TEST_CASE(tokens_outside_every_sequence_get_zeros) {
+  /* c[B] = 30 < T = 50: tokens 30..49 lie in no sequence; the tile kernels skip them and the
+   * orphan kernel (run after them, as flash_attention.cu does) must zero out / lse / gradients */
+  const int64_t T = 50, H = 2, D = 64;
+  const std::vector<int32_t> cu = {0, 20, 30};
+  const Bits nan = f32_to_bf16_bits(NAN);
+  const std::vector<Bits> q = encode(check::randn(T * H * D, 5)), k = encode(check::randn(T * H * D, 6)),
+                          v = encode(check::randn(T * H * D, 7));
+  std::vector<Bits> out(T * H * D, nan), dk(T * H * D, nan), dv(T * H * D, nan);
+  std::vector<float> lse(T * H, NAN);
+  FaParams p{};
+  p.q = (const bf16_t *)q.data();
+  p.k = (const bf16_t *)k.data();
+  p.v = (const bf16_t *)v.data();
+  p.o_or_dq = (bf16_t *)out.data();
+  p.lse_out = lse.data();
+  p.cu = cu.data();
+  p.batch = 2;
+  p.seq = T;
+  p.q_heads = p.kv_heads = (int)H;
+  p.causal = true;
+  p.scale = 0.125f;
+  emu::run_grid(dim3{(unsigned)attn_varlen_slot_count(2, T), (unsigned)H, 1u},
+                [&] { flash_fwd_kernel<64>(p); });
+  emu::run_grid(dim3{1, 1, 1}, [&] {
+    flash_varlen_orphans_kernel(cu.data(), 2, T, (int)D, (bf16_t *)out.data(), (int)H, lse.data(),
+                                (bf16_t *)dk.data(), (bf16_t *)dv.data(), (int)H);
+  });
+  bool orphans_zero = true, inside_finite = true;
+  for (int64_t t = 0; t < T; t++)
+    for (int64_t h = 0; h < H; h++) {
+      const float l = lse[h * T + t];
+      for (int64_t d = 0; d < D; d++) {
+        const size_t e = (t * H + h) * D + d;
+        const float o = bf16_bits_to_f32(out[e]);
+        if (t >= 30)
+          orphans_zero = orphans_zero && o == 0.0f && bf16_bits_to_f32(dk[e]) == 0.0f &&
+                         bf16_bits_to_f32(dv[e]) == 0.0f && l == -INFINITY;
+        else
+          inside_finite = inside_finite && isfinite(o) && isfinite(l);
+      }
+    }
+  CHECK(orphans_zero);
+  CHECK(inside_finite);
 }
 
 TEST_MAIN("flash_attention_emulated")
