@@ -346,6 +346,17 @@ MOE4J_API int32_t moe4j_cpu_attention_backward(int32_t dtype, const void *q, con
                                                int64_t head_dim, int32_t causal, int64_t window,
                                                float scale, void *workspace,
                                                int64_t workspace_bytes);
+/* Naive attention, the benchmark baseline of the flash forward (and an oracle for it): per
+ * (batch, query head) the full S x S f32 score matrix is materialized, masked, softmaxed row by row
+ * and multiplied by V. Uniform batches only (the cu_seqlens == NULL layout); otherwise the
+ * arguments, rules and results (out, lse) of moe4j_cpu_attention_forward. Scratch: S * S + 2 * S * D
+ * + D floats per thread that runs an item, allocated per call (MOE4J_ERR_OUT_OF_MEMORY when that
+ * fails). CPU only. */
+MOE4J_API int32_t moe4j_cpu_attention_naive_forward(int32_t dtype, const void *q, const void *k,
+                                                    const void *v, void *out, float *lse,
+                                                    int64_t batch, int64_t seq, int64_t q_heads,
+                                                    int64_t kv_heads, int64_t head_dim,
+                                                    int32_t causal, int64_t window, float scale);
 
 /* KV-cache decode (flash-decoding). Each sequence b has lengths[b] tokens cached in k_cache,
  * v_cache [B, max_seq, Hkv, D]; the call appends new_tokens new keys/values (k_new, v_new
