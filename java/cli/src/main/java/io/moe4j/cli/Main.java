@@ -24,6 +24,12 @@ public final class Main {
           return new InfoCommand().run(rest, out, err);
         case "bench":
           return new BenchCommand().run(rest, out, err);
+        case "generate":
+          return new GenerateCommand().run(rest, out, err);
+        case "chat":
+          return new ChatCommand().run(rest, System.in, out, err);
+        case "score":
+          return new ScoreCommand().run(rest, out, err);
         case "train":
           return new TrainCommand().run(rest, out, err);
         case "--version":
@@ -54,6 +60,9 @@ public final class Main {
     s.println("  info [--json]   version, libraries and build flags, CPU, GPUs, cuBLAS, backends");
     s.println("  train [options] train an MoE model (no options: the built-in demo on synthetic tasks)");
     s.println("  bench <suite>   benchmarks: gemm | routing (--device D, --json FILE, --quick)");
+    s.println("  generate        continue prompts with a Hugging Face MoE model (--model DIR --prompt T)");
+    s.println("  chat            interactive chat with a model's chat template (--model DIR)");
+    s.println("  score           per-token negative log-likelihood and perplexity of a text (--model DIR --text T)");
     s.println("  version         print the version");
     s.println();
     s.println("Run 'moe4j <command> --help' for a command's options.");

@@ -114,8 +114,10 @@ public final class ByteTokenizer implements Tokenizer {
      * Writes a Hugging Face {@code tokenizer.json} that tokenizes and decodes like this tokenizer: a
      * BPE model without merges whose vocabulary is the 256 byte-level characters (so every byte stays
      * one token with id = byte value), ByteLevel pre-tokenizer and decoder without regex splitting or
-     * prefix space, and the specials as added tokens. No post-processor: like {@link #encode}, it adds
-     * no bos/eos by itself.
+     * prefix space, and the specials as added tokens. Its post-processor puts bos before a text (as
+     * Llama/Mixtral tokenizers do), because moe4j trains byte-level models on bos + text: Hugging Face's
+     * {@code tokenizer(text)} and {@link HfTokenizer#encodeWithSpecials} then give what the model saw,
+     * while {@link #encode} (no specials) equals {@code encode(text, add_special_tokens=False)}.
      */
     public void writeHfTokenizerJson(Path file) {
         ObjectMapper mapper = new ObjectMapper();
@@ -140,7 +142,19 @@ public final class ByteTokenizer implements Tokenizer {
         pre.put("add_prefix_space", false);
         pre.put("trim_offsets", false);
         pre.put("use_regex", false);
-        root.putNull("post_processor");
+        ObjectNode post = root.putObject("post_processor");
+        post.put("type", "TemplateProcessing");
+        ArrayNode single = post.putArray("single");
+        single.addObject().putObject("SpecialToken").put("id", SPECIAL_TOKENS.get(1)).put("type_id", 0);
+        single.addObject().putObject("Sequence").put("id", "A").put("type_id", 0);
+        ArrayNode pair = post.putArray("pair");
+        pair.addObject().putObject("SpecialToken").put("id", SPECIAL_TOKENS.get(1)).put("type_id", 0);
+        pair.addObject().putObject("Sequence").put("id", "A").put("type_id", 0);
+        pair.addObject().putObject("Sequence").put("id", "B").put("type_id", 1);
+        ObjectNode bos = post.putObject("special_tokens").putObject(SPECIAL_TOKENS.get(1));
+        bos.put("id", SPECIAL_TOKENS.get(1));
+        bos.putArray("ids").add(256 + 1);
+        bos.putArray("tokens").add(SPECIAL_TOKENS.get(1));
         ObjectNode decoder = root.putObject("decoder");
         decoder.put("type", "ByteLevel");
         decoder.put("add_prefix_space", false);

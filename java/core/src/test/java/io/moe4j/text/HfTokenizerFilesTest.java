@@ -34,7 +34,10 @@ class HfTokenizerFilesTest {
 
         assertEquals("1.0", root.get("version").asText());
         assertTrue(root.get("normalizer").isNull());
-        assertTrue(root.get("post_processor").isNull());
+        JsonNode post = root.get("post_processor");
+        assertEquals("TemplateProcessing", post.get("type").asText());
+        assertEquals("<|bos|>", post.get("single").get(0).get("SpecialToken").get("id").asText());
+        assertEquals(257, post.get("special_tokens").get("<|bos|>").get("ids").get(0).asInt());
         JsonNode pre = root.get("pre_tokenizer");
         assertEquals("ByteLevel", pre.get("type").asText());
         assertFalse(pre.get("add_prefix_space").asBoolean());

@@ -42,7 +42,10 @@ class HfTokenizerTest {
                 assertArrayEquals(bt.encode(text), ids, text);
                 assertEquals(text, hf.decode(ids), text);
                 assertEquals(bt.decode(ids), hf.decode(ids), text);
-                assertArrayEquals(ids, hf.encodeWithSpecials(text), "no post-processor: nothing added");
+                int[] withBos = new int[ids.length + 1];
+                withBos[0] = ByteTokenizer.BOS_ID;
+                System.arraycopy(ids, 0, withBos, 1, ids.length);
+                assertArrayEquals(withBos, hf.encodeWithSpecials(text), "the post-processor adds bos, as moe4j trains");
             }
             StringBuilder longText = new StringBuilder();
             for (int i = 0; i < 3000; i++) {
