@@ -286,7 +286,10 @@ public final class SafetensorsFile implements TensorStore {
 
   // ---- memory mapping -----------------------------------------------------------------------
 
-  /** A tensor's bytes, mapped read-only: {@code address} is for native code, valid while {@code data} is reachable. */
+  /**
+   * A tensor's bytes, mapped read-only (little-endian): {@code address} is for native code, valid
+   * while {@code data} is reachable (0 for an empty tensor).
+   */
   public record MappedTensor(TensorInfo info, ByteBuffer data, long address) {}
 
   /**
