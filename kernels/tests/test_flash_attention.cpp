@@ -4,7 +4,8 @@
  *   - the *_ref CUDA kernels (moe4j_cuda_use_reference_kernels(1)),
  * forward and backward, for D 64 / 128, causal and not, window 0 / 37 / 100, MHA and GQA (Hq 4,
  * Hkv 2 and 1), S = 1, 63, 64 (one exact tile), 130 and 200 (not tile multiples), and packed
- * varlen batches (an empty sequence, a 1-token one, lengths crossing tiles). The backward of all
+ * varlen batches (an empty sequence, a 1-token one, lengths crossing tiles), and S = 1000 (16 key
+ * tiles per row). The backward of all
  * three reads the same out / lse (the CPU forward's), so only the backward itself is compared.
  * Outputs are pre-filled with NaN (every element must be written); each fast call runs twice and
  * must be bitwise identical (no atomics). An invalid cu_seqlens (tokens in no sequence) must give
@@ -203,6 +204,18 @@ TEST_CASE(uniform_batches_match_cpu_twin_and_reference) {
             seed += 10;
           }
         }
+}
+
+TEST_CASE(long_sequences_match_cpu_twin_and_reference) {
+  /* 16 key tiles per row: many trips around the cp.async double buffer (real asynchrony, which
+   * the CPU emulation test cannot show), causal tile skipping at scale, a window of 300 */
+  uint64_t seed = 8000;
+  for (int64_t d : {64, 128})
+    for (int64_t w : {0, 300}) {
+      check_case(Case{1, 1000, {}, 4, 2, d, 1, w}, seed);
+      seed += 10;
+    }
+  check_case(Case{1, 1000, {}, 2, 2, 128, 0, 0}, seed);
 }
 
 TEST_CASE(varlen_batches_match_cpu_twin_and_reference) {
