@@ -147,6 +147,18 @@ public final class HfConfig {
     return f.integer("head_dim", heads > 0 && hidden % heads == 0 ? hidden / heads : 0);
   }
 
+  /**
+   * The expert count under either of its names: transformers maps one onto the other in each config
+   * class (attribute_map), and which one a file holds depends on who wrote it; e.g. Qwen's published
+   * Qwen3-MoE configs say "num_experts" while transformers 5 saves "num_local_experts".
+   */
+  private static int experts(Fields f, String key, String alias, int fallback) {
+    if (f.present(key) && f.present(alias) && f.integer(key, 0) != f.integer(alias, 0))
+      throw f.error("\"" + key + "\" " + f.root.get(key) + " contradicts \"" + alias + "\" " + f.root.get(alias)
+          + " (transformers treats them as the same setting)");
+    return f.present(key) ? f.integer(key, fallback) : f.integer(alias, fallback);
+  }
+
   private static ModelConfig readMixtral(Fields f) {
     rejectUnsupported(f, true);
     float jitter = f.floatValue("router_jitter_noise", 0f);
@@ -157,7 +169,7 @@ public final class HfConfig {
         f.integer("vocab_size", 32000), hidden, f.integer("num_hidden_layers", 32), heads,
         f.integer("num_key_value_heads", 8), headDim(f, hidden, heads),
         f.integer(DENSE_WIDTH, 0), f.integer("intermediate_size", 14336),
-        f.integer("num_local_experts", 8), f.integer("num_experts_per_tok", 2),
+        experts(f, "num_local_experts", "num_experts", 8), f.integer("num_experts_per_tok", 2),
         true, 1, List.of(), QkNorm.NONE,
         f.floatValue("rms_norm_eps", 1e-5f), ropeTheta(f, 1e6f), f.integer("max_position_embeddings", 4096 * 32),
         f.bool("tie_word_embeddings", false), f.floatValue("router_aux_loss_coef", 0.001f),
@@ -176,7 +188,7 @@ public final class HfConfig {
         f.integer("vocab_size", 151936), hidden, f.integer("num_hidden_layers", 24), heads,
         f.integer("num_key_value_heads", 4), headDim(f, hidden, heads),
         f.integer("intermediate_size", 6144), f.integer("moe_intermediate_size", 768),
-        f.integer("num_experts", 128), f.integer("num_experts_per_tok", 8),
+        experts(f, "num_experts", "num_local_experts", 128), f.integer("num_experts_per_tok", 8),
         f.bool("norm_topk_prob", false), f.integer("decoder_sparse_step", 1), f.intList("mlp_only_layers"),
         QkNorm.PER_HEAD,
         f.floatValue("rms_norm_eps", 1e-6f), ropeTheta(f, 10000f), f.integer("max_position_embeddings", 32768),
@@ -198,7 +210,7 @@ public final class HfConfig {
         f.integer("vocab_size", 50304), hidden, f.integer("num_hidden_layers", 16), heads,
         f.integer("num_key_value_heads", heads), headDim(f, hidden, heads),
         f.integer(DENSE_WIDTH, 0), f.integer("intermediate_size", 2048),
-        f.integer("num_experts", 64), f.integer("num_experts_per_tok", 8),
+        experts(f, "num_experts", "num_local_experts", 64), f.integer("num_experts_per_tok", 8),
         f.bool("norm_topk_prob", false), 1, List.of(), QkNorm.WHOLE,
         f.floatValue("rms_norm_eps", 1e-5f), ropeTheta(f, 10000f), f.integer("max_position_embeddings", 4096),
         f.bool("tie_word_embeddings", false), f.floatValue("router_aux_loss_coef", 0.01f),
