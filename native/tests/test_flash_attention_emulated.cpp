@@ -14,16 +14,16 @@
  *   mma.m16n8k16 bf16: A element (r, k) sits in lane (r%8)*4 + (k%8)/2, register (r/8) + 2(k/8),
  *     half k%2; B (k, n) in lane n*4 + (k%8)/2, register k/8, half k%2; C/D (r, n) in lane
  *     (r%8)*4 + n/2, register 2(r/8) + n%2; D = C + sum_k A B in f32, k ascending;
- *   shfl.xor, and cp.async as an immediate 16-byte copy (zero fill when invalid); shared memory is
- *     poisoned (0xff bytes: bf16 NaN) before every block, so reading a tile that was never loaded
+ *   shfl.xor; cp.async as a 16-byte copy (zero fill when invalid) that lands either at issue or,
+ *     in the late mode, only at the cp.async.wait_group covering its commit group; shared memory
+ *     is poisoned (0xff bytes: bf16 NaN) before every block, so reading a tile before it landed
  *     shows up as NaN. Exponentials use exp2f where the GPU uses ex2.approx (the kernels' host
  *     fallback), so the tolerances are those of kernels/tests/test_flash_attention.cpp.
  * Cases: D 64 and 128, causal / not, windows (one spanning tile edges, so whole tiles are skipped),
  * GQA 2:1 and 4:1, S = 1, 64 (one exact tile), 70..200 (partial last tiles), a varlen batch with an
  * empty and a 1-token sequence, and an invalid cu_seqlens whose uncovered tokens must come out
  * zero (orphan kernel).
- * Not emulated: timing, asynchrony of cp.async (a missing wait is not caught; a missing
- * __syncthreads before overwriting a stage is, when another fiber still reads it), bank conflicts.
+ * Not emulated: timing, bank conflicts, and landing times between the two extremes.
  */
 #include <math.h>
 #include <stdint.h>
@@ -74,7 +74,16 @@ struct WarpExchange {
   float c[32][4], f[32];
 };
 
+/* A cp.async copy not yet landed in shared memory (late mode). */
+struct PendingCopy {
+  uint32_t dst;
+  unsigned char data[16];
+  long group; /* commit group it belongs to; -1 until committed */
+};
+
 struct Fiber {
+  std::vector<PendingCopy> pending;
+  long committed = 0; /* groups committed so far */
   ucontext_t ctx;
   dim3 tid;
   bool done;
@@ -93,6 +102,10 @@ struct Block {
 };
 
 Block *g_block = nullptr;
+/* cp.async landing: eager (at issue: catches a prefetch that overwrites a stage still being read)
+ * or late (at the cp.async.wait_group that must cover it: catches reading a tile before its wait
+ * and barrier). The data is the source as of the issue, as on the GPU. */
+bool g_late_cp_async = false;
 extern unsigned char *const g_smem; /* the kernels' `extern __shared__ smem[]`, below */
 
 inline Fiber &me() { return g_block->fibers[g_block->cur]; }
@@ -130,6 +143,8 @@ void run_block(const std::function<void()> &body) {
     f.tid.x = (unsigned)t;
     f.done = false;
     f.wait_on = nullptr;
+    f.pending.clear();
+    f.committed = 0;
     f.stack.resize(kStack);
     getcontext(&f.ctx);
     f.ctx.uc_stack.ss_sp = f.stack.data();
@@ -206,12 +221,31 @@ inline void cp_async_16(uint32_t dst, const void *src, bool valid) {
     fprintf(stderr, "emulator: cp.async to smem offset %u out of range\n", dst);
     abort();
   }
-  if (valid) memcpy(emu::g_smem + dst, src, 16);
-  else memset(emu::g_smem + dst, 0, 16);
+  emu::PendingCopy c;
+  c.dst = dst;
+  c.group = -1;
+  if (valid) memcpy(c.data, src, 16);
+  else memset(c.data, 0, 16);
+  if (emu::g_late_cp_async) emu::me().pending.push_back(c);
+  else memcpy(emu::g_smem + dst, c.data, 16);
 }
-inline void cp_async_commit() {}
+inline void cp_async_commit() {
+  emu::Fiber &f = emu::me();
+  for (emu::PendingCopy &c : f.pending)
+    if (c.group < 0) c.group = f.committed;
+  f.committed++;
+}
+/* cp.async.wait_group N: all but the N most recent committed groups have landed. */
 template <int N>
-inline void cp_async_wait() {}
+inline void cp_async_wait() {
+  emu::Fiber &f = emu::me();
+  std::vector<emu::PendingCopy> keep;
+  for (const emu::PendingCopy &c : f.pending) {
+    if (c.group >= 0 && c.group < f.committed - N) memcpy(emu::g_smem + c.dst, c.data, 16);
+    else keep.push_back(c);
+  }
+  f.pending.swap(keep);
+}
 
 inline uint16_t smem_u16(uint32_t addr, int elem) {
   uint16_t v;
@@ -412,6 +446,13 @@ TEST_CASE(forward_and_backward_match_cpu_twin_d64) {
 TEST_CASE(forward_and_backward_match_cpu_twin_d128) {
   run_case<128>(Case{1, 100, {}, 4, 1, 128, 1, 20}, 200); /* GQA 4:1, causal + window */
   run_case<128>(Case{1, 64, {}, 1, 1, 128, 0, 0}, 210);   /* one exact tile */
+}
+
+TEST_CASE(pipeline_holds_when_cp_async_lands_late) {
+  emu::g_late_cp_async = true;
+  run_case<64>(Case{1, 200, {}, 2, 1, 64, 1, 0}, 400);
+  run_case<128>(Case{3, 150, {0, 70, 71, 150}, 2, 2, 128, 0, 40}, 410);
+  emu::g_late_cp_async = false;
 }
 
 TEST_CASE(tokens_outside_every_sequence_get_zeros) {
