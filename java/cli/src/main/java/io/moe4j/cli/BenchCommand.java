@@ -5,6 +5,7 @@ import io.moe4j.cli.bench.BenchResult;
 import io.moe4j.cli.bench.GemmSuite;
 import io.moe4j.cli.bench.GenerateSuite;
 import io.moe4j.cli.bench.RoutingSuite;
+import io.moe4j.cli.bench.TrainSuite;
 import io.moe4j.ops.Backend;
 import io.moe4j.ops.Backends;
 import java.io.IOException;
@@ -21,7 +22,7 @@ import org.apache.commons.cli.ParseException;
 /** {@code moe4j bench <suite> [--device D] [--json FILE] [--quick]}: prints a table, writes JSON + PNG. */
 final class BenchCommand {
 
-  static final List<String> SUITES = List.of("gemm", "routing", "generate");
+  static final List<String> SUITES = List.of("gemm", "routing", "generate", "train");
 
   int run(String[] args, PrintStream out, PrintStream err) {
     Options options = new Options();
@@ -56,6 +57,7 @@ final class BenchCommand {
       results = switch (suite) {
         case "gemm" -> new GemmSuite(backend, quick, err).run();
         case "generate" -> new GenerateSuite(backend, quick, err).run();
+        case "train" -> new TrainSuite(backend, quick, err).run();
         default -> new RoutingSuite(backend, quick, err).run();
       };
     }

@@ -22,7 +22,7 @@ public final class BenchReport {
   public static void printTable(List<BenchResult> results, PrintStream out) {
     if (results.isEmpty()) return;
     List<String> ratioNames = new ArrayList<>(results.get(0).ratios().keySet());
-    StringBuilder header = new StringBuilder(String.format("%-30s %10s %12s %7s", "case", "median ms", results.get(0).unit(), "% " + (results.get(0).suite().equals("gemm") ? "peak" : "of ref")));
+    StringBuilder header = new StringBuilder(String.format("%-30s %10s %12s %7s", "case", "median ms", results.get(0).unit(), "% " + (results.get(0).peak().contains("peak") ? "peak" : "of ref")));
     for (String name : ratioNames) header.append(String.format(" %20s", name.replace('_', ' ')));
     out.println(header);
     for (BenchResult r : results) {
@@ -31,7 +31,8 @@ public final class BenchReport {
       for (String name : ratioNames) row.append(String.format(" %19.2fx", r.ratios().get(name)));
       out.println(row);
     }
-    out.println("(ratios: baseline time / our time, measured in the same run; > 1 means ours is faster)");
+    if (!ratioNames.isEmpty())
+      out.println("(ratios: baseline time / our time, measured in the same run; > 1 means ours is faster)");
     out.println("peak: " + results.get(0).peak());
   }
 
