@@ -1,5 +1,7 @@
 package io.moe4j.cli;
 
+import io.moe4j.cli.bench.AttentionReport;
+import io.moe4j.cli.bench.AttentionSuite;
 import io.moe4j.cli.bench.BenchReport;
 import io.moe4j.cli.bench.BenchResult;
 import io.moe4j.cli.bench.GemmSuite;
@@ -22,7 +24,7 @@ import org.apache.commons.cli.ParseException;
 /** {@code moe4j bench <suite> [--device D] [--json FILE] [--quick]}: prints a table, writes JSON + PNG. */
 final class BenchCommand {
 
-  static final List<String> SUITES = List.of("gemm", "routing", "generate", "train");
+  static final List<String> SUITES = List.of("gemm", "routing", "generate", "train", "attention");
 
   int run(String[] args, PrintStream out, PrintStream err) {
     Options options = new Options();
@@ -51,6 +53,7 @@ final class BenchCommand {
     } catch (IllegalArgumentException e) {
       throw new Main.UsageException(e.getMessage());
     }
+    if (suite.equals("attention")) return runAttention(opened, cl, out, err);
     List<BenchResult> results;
     try (Backend backend = opened) {
       boolean quick = cl.hasOption("quick");
@@ -65,6 +68,24 @@ final class BenchCommand {
     if (cl.hasOption("json")) {
       try {
         Path png = BenchReport.write(results, Path.of(cl.getOptionValue("json")));
+        out.println("wrote " + cl.getOptionValue("json") + " and " + png);
+      } catch (IOException e) {
+        throw new UncheckedIOException(e);
+      }
+    }
+    return 0;
+  }
+
+  /** attention has its own report: three families with different columns, plus scratch bytes. */
+  private int runAttention(Backend opened, CommandLine cl, PrintStream out, PrintStream err) {
+    List<AttentionSuite.Case> cases;
+    try (Backend backend = opened) {
+      cases = new AttentionSuite(backend, cl.hasOption("quick"), err).run();
+    }
+    AttentionReport.printTables(cases, out);
+    if (cl.hasOption("json")) {
+      try {
+        Path png = AttentionReport.write(cases, Path.of(cl.getOptionValue("json")));
         out.println("wrote " + cl.getOptionValue("json") + " and " + png);
       } catch (IOException e) {
         throw new UncheckedIOException(e);

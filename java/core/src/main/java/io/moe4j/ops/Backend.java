@@ -267,6 +267,13 @@ public interface Backend extends AutoCloseable {
       Tensor dv);
 
   /**
+   * The naive attention forward — the full S×S score matrix materialized per (batch, head) — with
+   * the arguments and results of {@link #attentionForward}: a benchmark baseline and test oracle.
+   * cpu only; throws {@link io.moe4j.runtime.Moe4jException} (UNSUPPORTED) elsewhere.
+   */
+  void attentionNaiveForward(Tensor q, Tensor k, Tensor v, AttentionOptions options, Tensor out, Tensor lse);
+
+  /**
    * Flash attention forward of a packed variable-length batch (FlashAttention "varlen"): B
    * sequences packed without padding, sequence b = tokens cuSeqlens[b] .. cuSeqlens[b+1] − 1.
    * q, out [T, Hq, D]; k, v [T, Hkv, D]; cuSeqlens I32 [B + 1] on this backend's device with

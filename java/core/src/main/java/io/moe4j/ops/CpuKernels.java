@@ -253,6 +253,14 @@ final class CpuKernels implements Kernels {
   }
 
   @Override
+  public void attentionNaiveForward(
+      int dtype, long q, long k, long v, long out, long lse, long batch, long seq, long qHeads, long kvHeads,
+      long headDim, AttentionOptions o) {
+    check(CpuNative.moe4j_cpu_attention_naive_forward(
+        dtype, q, k, v, out, lse, batch, seq, qHeads, kvHeads, headDim, o.causal() ? 1 : 0, o.window(), o.scale()));
+  }
+
+  @Override
   public long attentionDecodeWorkspaceBytes(long batch, long newTokens, long qHeads, long headDim, int splitK) {
     long[] bytes = {0};
     check(CpuNative.moe4j_cpu_attention_decode_workspace_bytes(batch, newTokens, qHeads, headDim, splitK, bytes));

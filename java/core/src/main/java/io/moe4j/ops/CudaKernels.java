@@ -267,6 +267,14 @@ final class CudaKernels implements Kernels {
   }
 
   @Override
+  public void attentionNaiveForward(
+      int dtype, long q, long k, long v, long out, long lse, long batch, long seq, long qHeads, long kvHeads,
+      long headDim, AttentionOptions o) {
+    throw new io.moe4j.runtime.Moe4jException(io.moe4j.runtime.Moe4jException.Status.UNSUPPORTED,
+        "attentionNaiveForward: the naive attention baseline exists on the cpu backend only");
+  }
+
+  @Override
   public long attentionDecodeWorkspaceBytes(long batch, long newTokens, long qHeads, long headDim, int splitK) {
     long[] bytes = {0};
     check(CudaNative.moe4j_cuda_attention_decode_workspace_bytes(batch, newTokens, qHeads, headDim, splitK, bytes));

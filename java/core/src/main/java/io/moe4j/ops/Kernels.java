@@ -118,6 +118,11 @@ interface Kernels {
       long batch, long seq, long qHeads, long kvHeads, long headDim, AttentionOptions options, long workspace,
       long workspaceBytes);
 
+  /** The materialized (naive) attention forward, a benchmark baseline; cpu only. */
+  void attentionNaiveForward(
+      int dtype, long q, long k, long v, long out, long lse, long batch, long seq, long qHeads, long kvHeads,
+      long headDim, AttentionOptions options);
+
   long attentionDecodeWorkspaceBytes(long batch, long newTokens, long qHeads, long headDim, int splitK);
 
   void attentionDecode(

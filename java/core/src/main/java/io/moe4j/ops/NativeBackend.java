@@ -911,6 +911,22 @@ final class NativeBackend implements Backend {
   }
 
   @Override
+  public void attentionNaiveForward(Tensor q, Tensor k, Tensor v, AttentionOptions options, Tensor out, Tensor lse) {
+    String op = "attentionNaiveForward";
+    on(op, "q", q);
+    if (q.rank() != 4) throw Checks.error(op, "q must be [B, S, Hq, D], got " + java.util.Arrays.toString(q.shape()));
+    long b = q.dim(0), s = q.dim(1), hq = q.dim(2), d = q.dim(3);
+    on(op, "k", k);
+    long hkv = heads(op, "k", k, b, s, d);
+    like(op, "v", v, "k", k);
+    sameDtype(op, "k", k, "q", q);
+    like(op, "out", out, "q", q);
+    vector(op, "lse", lse, DType.F32, b * hq * s);
+    kernels.attentionNaiveForward(q.dtype().code(), q.address(), k.address(), v.address(), out.address(), lse.address(),
+        b, s, hq, hkv, d, options);
+  }
+
+  @Override
   public void attentionDecode(
       Tensor q, Tensor kNew, Tensor vNew, Tensor kCache, Tensor vCache, Tensor lengths, AttentionOptions options,
       int splitK, Tensor out) {

@@ -167,6 +167,10 @@ public final class CpuNative {
       long batch, long seq, long qHeads, long kvHeads, long headDim, int causal, long window, float scale,
       long workspace, long workspaceBytes);
 
+  public static native int moe4j_cpu_attention_naive_forward(
+      int dtype, long q, long k, long v, long out, long lse, long batch, long seq, long qHeads, long kvHeads,
+      long headDim, int causal, long window, float scale);
+
   public static native int moe4j_cpu_attention_decode_workspace_bytes(
       long batch, long newTokens, long qHeads, long headDim, int splitK, long[] outBytes);
 
