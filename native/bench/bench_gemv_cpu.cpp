@@ -6,8 +6,8 @@
  *         reference of docs/BENCHMARKS.md and io.moe4j.infer.MemoryBandwidth);
  *   read: moe4j_cpu_sum_squares over 256 MiB of f32, bytes read / time (a read-only stream, what
  *         a GEMV is; a copy also pays the write-allocate read of its destination).
- * Each shape runs through the small-M (GEMV) path and the packed path (MOE4J_CPU_GEMV_MAX_ROWS=0),
- * and M = 8..16 at both settings show where the packed path starts to win (the threshold).
+ * Each shape runs through the small-M (GEMV) path (the default for M <= 16) and the packed path
+ * (MOE4J_CPU_GEMV_MAX_ROWS=0), M = 1..16: where the packed path would start to win (the threshold).
  * Weights rotate over copies totalling >= 512 MiB so every call streams from memory, not cache.
  *   bench_gemv_cpu [reps]
  */
@@ -106,10 +106,8 @@ int main(int argc, char **argv) {
     std::vector<float> y(16 * s.n);
     for (int64_t m : {1, 2, 4, 8, 12, 16}) {
       for (int packed = 0; packed < 2; packed++) {
-        /* M <= 8 compares the default (GEMV) with the packed path; M > 8 the GEMV kernels
-         * (threshold raised to 16) with the default (packed) */
         const bool gemv = packed == 0;
-        set_threshold(gemv ? (m > 8 ? "16" : nullptr) : "0");
+        set_threshold(gemv ? nullptr : "0");
         Timing t = time_it(reps, [&](int i) {
           ok(moe4j_cpu_grouped_gemm_forward(BF16, x.data(), w[i % copies].data(), F32, y.data(), nullptr, 1, m,
                                             s.n, s.k, nullptr, 0));

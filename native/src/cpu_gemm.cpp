@@ -23,8 +23,8 @@
  * element is a single FMA chain in k order (see cpu_gemm_kernels.h): results do not depend on
  * the thread count, the tiling, or the SIMD variant.
  *
- * Small groups (forward only): a group of at most gemv_max_rows() rows (decode: the batch, or the
- * few rows an expert gets per step) skips the packing and runs the GEMV kernels of cpu_gemv.h,
+ * Small groups (forward only): a group of at most gemv_max_rows() (16) rows (decode: the batch,
+ * or the few rows an expert gets per step) skips the packing and runs the GEMV kernels of cpu_gemv.h,
  * which read each weight row once (bf16 widened in registers) against all of the group's rows.
  * Work items are (group, block of output columns) over every small group of the call in one
  * parallel region, so a decode step with many small expert groups keeps all threads busy. Each
@@ -416,11 +416,13 @@ struct Runner {
 
 /* ---- small-M forward (GEMV) ---------------------------------------------------------------- */
 
-/* Largest group (rows) that takes the GEMV path. At 8 rows the GEMV kernel still reads each
- * weight byte once while the packed path moves ~3x the weight bytes; see docs/BENCHMARKS.md
- * ("Generation (CPU)") for the measured crossover. MOE4J_CPU_GEMV_MAX_ROWS=0..16 overrides it
- * (0 turns the path off: tests and benchmarks compare both). */
-constexpr int64_t kGemvDefaultMaxRows = 8;
+/* Largest group (rows) that takes the GEMV path. The GEMV kernels read each weight byte once
+ * while the packed path moves ~3x the weight bytes (bf16 read, f32 written and read again); on
+ * the AVX-512 VM of docs/BENCHMARKS.md ("Generation (CPU)", bench_gemv_cpu) they were faster at
+ * every M measured, 1..16, on 4096x4096 and 14336x4096 bf16 weights, so the threshold is the
+ * largest M the kernels are instantiated for. MOE4J_CPU_GEMV_MAX_ROWS=0..16 overrides it (0 turns
+ * the path off: tests and benchmarks compare both paths). */
+constexpr int64_t kGemvDefaultMaxRows = kGemvMaxRows;
 
 int64_t gemv_max_rows() {
   const char *env = getenv("MOE4J_CPU_GEMV_MAX_ROWS");

@@ -409,7 +409,7 @@ TEST_CASE(bad_arguments_fail_with_messages) {
 
 TEST_MAIN("grouped_gemm")
 
-/* ---- small-M (GEMV) forward path: groups of 1..8 rows ---------------------------------------- */
+/* ---- small-M (GEMV) forward path: groups of 1..16 rows (decode: 1..8) ----------------------- */
 
 TEST_CASE(small_m_forward_matches_fp64) {
   uint64_t seed = 2000;
@@ -453,9 +453,13 @@ TEST_CASE(small_m_path_differs_from_packed_only_by_rounding) {
   int64_t differ = 0;
   for (int64_t i = 0; i < on.count; i++) differ += on.get(i) != off.get(i);
   CHECK(differ > 0);
-  /* a threshold of 16 sends the packed-path groups of 9..16 rows to the GEMV kernels */
-  GemvRows sixteen("16");
-  run_case(Case{Op::kForward, kBF16, kBF16, {9, 16, 12, 0, 17}, 54, 33, 130, true, true}, 78);
+  /* groups of 9..16 rows: GEMV by default, packed with a threshold of 8; both within the bound */
+  const Case mid{Op::kForward, kBF16, kF32, {9, 16, 12, 0, 17}, 54, 33, 300, true, false};
+  run_case(Case{Op::kForward, kBF16, kBF16, {9, 16, 12, 0, 17}, 54, 33, 130, true, true}, 80);
+  Buf mid_gemv = run_case(mid, 78);
+  GemvRows eight("8");
+  Buf mid_packed = run_case(mid, 78);
+  CHECK(!mid_gemv.bitwise_equal(mid_packed));
   run_case(Case{Op::kForward, kF32, kF32, {}, 13, 70, 45, false, false}, 79);
 }
 

@@ -237,7 +237,7 @@ public final class GenerateSuite {
         long sliceSize = value.numel() / slices;
         float[] values = new float[Math.toIntExact(sliceSize)];
         for (long j = 0; j < slices; j++) {
-          for (int i = 0; i < values.length; i++) values[i] = halfWidth * (2 * (float) random.nextDouble() - 1);
+          fill(values);
           backend.copyFromFloats(values, value.view(j * sliceSize, sliceSize));
         }
         return new Parameter(name, value, null, true);
@@ -245,6 +245,18 @@ public final class GenerateSuite {
         value.close();
         throw e;
       }
+    }
+
+    /** Uniform in [−halfWidth, halfWidth): two values from the halves of each random long. */
+    private void fill(float[] values) {
+      float scale = halfWidth * 0x1p-31f;
+      int i = 0;
+      for (; i + 1 < values.length; i += 2) {
+        long bits = random.nextLong();
+        values[i] = scale * (int) bits;
+        values[i + 1] = scale * (int) (bits >>> 32);
+      }
+      if (i < values.length) values[i] = scale * (int) random.nextLong();
     }
 
     private static long product(long[] shape) {
