@@ -6,7 +6,12 @@ Checks, per model directory NAME-f32 / NAME-bf16 under --models:
             ids moe4j reports (which must equal HF tokenizer(text).input_ids).
             f32 weights, moe4j --dtype f32: max |dNLL| / max(|NLL_hf|, 1) <= --f32-rtol.
             bf16 weights, moe4j --dtype bf16: FlashAttention-style rule against the fp32 reference
-              (HF run in fp32 on the same bf16 weights): max|moe4j - ref| <= 2 * max|HF_bf16 - ref|.
+              (HF run in fp32 on the same bf16 weights): max|moe4j - ref| <= 2 * max|HF_bf16 - ref|
+              and mean|moe4j - ref| <= 2 * mean|HF_bf16 - ref|. Top-k routing is discontinuous: a
+              token whose k-th and (k+1)-th router probabilities (fp32 reference, any MoE layer) are
+              closer than 2x HF's own mean bf16 router-probability error in that layer may pick another
+              expert under any bf16 rounding, so such near-tie tokens are left out of the max (and
+              counted in the table); the mean covers every token.
             bf16 weights, moe4j --dtype f32: the exact upcast, so the f32 tolerance vs the reference.
   generate  greedy, 16 new tokens: HF generate(do_sample=False) vs `moe4j generate --temperature 0`
             (text) and vs moe4j's token ids (Moe4jProbe.java, same TextGenerator as the CLI).
@@ -110,6 +115,34 @@ def hf_nll(model, ids):
 
 
 @torch.no_grad()
+def router_probs(model, ids):
+    """Softmax of each MoE layer's router logits, [T, E] per layer, computed as the model does."""
+    probs = []
+    hooks = [m.register_forward_hook(lambda mod, i, o: probs.append(torch.softmax(
+                 torch.nn.functional.linear(i[0].reshape(-1, i[0].shape[-1]), mod.weight).float(), -1)))
+             for n, m in model.named_modules() if n.endswith(("mlp.gate", "block_sparse_moe.gate"))]
+    try:
+        model(torch.tensor([ids]))
+    finally:
+        for h in hooks:
+            h.remove()
+    return probs
+
+
+def near_tie_positions(ref, hf_bf16, ids):
+    """Positions whose top-k choice in some layer is within HF's own bf16 routing error of a tie."""
+    k = ref.config.num_experts_per_tok
+    ties = set()
+    for pr, pb in zip(router_probs(ref, ids), router_probs(hf_bf16, ids)):
+        # the typical (mean over tokens) size of HF's own bf16 error, not its worst case: the worst
+        # case sits after HF's own routing flips and would excuse almost every token
+        tau = 2 * (pr - pb).abs().amax(-1).mean().item()
+        top = pr.sort(-1, descending=True).values
+        ties.update(torch.nonzero(top[:, k - 1] - top[:, k] < tau).flatten().tolist())
+    return ties
+
+
+@torch.no_grad()
 def hf_logits(model, ids):
     return model(torch.tensor([ids])).logits[0, -1].double()
 
@@ -170,12 +203,18 @@ def check_score(rep, m4, name, wdtype, d, ref, hf_bf16, tok, rtol):
                         f"max rel {rel:.2e} (tol {rtol:.0e}), max abs {diffs[worst]:.2e} at token {worst + 1}, "
                         f"{len(diffs)} tokens")
             else:
-                hf_err = max(abs(a - b) for a, b in zip(nll_hfb, nll_ref))
-                moe_err = diffs[worst]
+                hf_diffs = [abs(a - b) for a, b in zip(nll_hfb, nll_ref)]
+                hf_err, hf_mean = max(hf_diffs), sum(hf_diffs) / len(hf_diffs)
+                ties = near_tie_positions(ref, hf_bf16, ids)  # nll[j] is predicted at position j
+                kept = [dv for j, dv in enumerate(diffs) if j not in ties]
+                moe_err, moe_mean = max(kept, default=0.0), sum(diffs) / len(diffs)
                 direct = max(abs(a - b) for a, b in zip(got["nll"], nll_hfb))
-                rep.add(name, wdtype, f"score nll (moe4j {mdtype})", text, moe_err <= 2 * hf_err,
-                        f"|moe4j-ref| {moe_err:.2e} vs 2x|HFbf16-ref| {2 * hf_err:.2e}; |moe4j-HFbf16| {direct:.2e}; "
-                        f"{len(diffs)} tokens")
+                ok = moe_err <= 2 * hf_err and moe_mean <= 2 * hf_mean
+                tie_note = f", all-token max {diffs[worst]:.2e} at token {worst + 1}" if worst in ties else ""
+                rep.add(name, wdtype, f"score nll (moe4j {mdtype})", text, ok,
+                        f"max|moe4j-ref| {moe_err:.2e} vs 2x {2 * hf_err:.2e}, mean {moe_mean:.2e} vs 2x {2 * hf_mean:.2e}; "
+                        f"|moe4j-HFbf16| max {direct:.2e}; {len(diffs)} tokens, {len(ties & set(range(len(diffs))))} "
+                        f"near-tie{tie_note}")
 
 
 def check_generate(rep, m4, name, wdtype, d, ref, hf_bf16, tok, eos):
