@@ -51,9 +51,14 @@ import org.apache.commons.cli.ParseException;
 final class TrainCommand {
 
   /** The demo's schedule, measured to reach its accuracy within about five minutes on 2 cores (docs/BENCHMARKS.md). */
-  static final int DEMO_STEPS = 600;
+  static final int DEMO_STEPS = 1500;
   static final int DEMO_BATCH = 32;
-  static final float DEMO_LR = 1e-2f;
+  static final float DEMO_LR = 3e-3f;
+  /**
+   * Addition is left out by default: with carries written most significant digit first it needs
+   * far more steps than the other tasks (0% after 2000 steps of the demo), see docs/BENCHMARKS.md.
+   */
+  static final Set<SyntheticTask> DEFAULT_TASKS = EnumSet.of(SyntheticTask.COPY, SyntheticTask.REVERSE, SyntheticTask.SORT);
   static final int DEFAULT_TEXT_SEQ_LEN = 128;
   static final int EVAL_SEED = 1234;
   /** H100 SXM dense bf16; training runs in F32 on the GPU today, so MFU against it is a lower bound. */
@@ -64,7 +69,7 @@ final class TrainCommand {
     o.addOption(null, "preset", true, "model preset: demo (default; 4 layers, d=128, 8 experts, top-2)");
     o.addOption(null, "config", true, "model from an HF config.json (Mixtral, Qwen3-MoE, OLMoE)");
     o.addOption(Option.builder().longOpt("data").hasArgs().argName("FILE...").desc("text files (byte-level tokens); default: the synthetic tasks").build());
-    o.addOption(null, "tasks", true, "synthetic tasks, comma-separated: " + taskNames() + " (default all)");
+    o.addOption(null, "tasks", true, "synthetic tasks, comma-separated: " + taskNames() + " (default copy,reverse,sort)");
     o.addOption(null, "steps", true, "total optimizer steps (a resumed run continues up to this count; demo " + DEMO_STEPS + ")");
     o.addOption(null, "batch-size", true, "rows per micro-batch (demo " + DEMO_BATCH + ")");
     o.addOption(null, "grad-accumulation", true, "micro-batches per optimizer step (default 1)");
@@ -136,7 +141,7 @@ final class TrainCommand {
           if (!Files.isRegularFile(p)) throw new Main.UsageException("--data " + f + " is not a readable file");
           data.add(p);
         }
-      Set<SyntheticTask> tasks = EnumSet.allOf(SyntheticTask.class);
+      Set<SyntheticTask> tasks = EnumSet.copyOf(DEFAULT_TASKS);
       if (cl.hasOption("tasks")) {
         if (!data.isEmpty()) throw new Main.UsageException("--tasks chooses synthetic tasks and cannot be combined with --data");
         tasks = EnumSet.noneOf(SyntheticTask.class);
