@@ -50,38 +50,33 @@ final class DecoderBlock {
     return moe;
   }
 
+  /** Training (or scoring) forward; what backward needs is kept in {@code saved}. */
   Tensor forward(Tensor x, int batch, int seq, Tensor positions, Scope saved, float[] routerLosses,
       List<LayerRouting> routing, boolean causalRouting) {
     Tensor attnOut = attention.forward(inputNorm.forward(x, saved), batch, seq, positions, saved);
-    Tensor h = saved.add(backend.empty(DType.F32, x.shape()));
-    backend.add(x, attnOut, h);
-    Tensor ffnIn = postAttentionNorm.forward(h, saved);
-    Tensor ffnOut;
-    if (moe != null) {
-      ffnOut = moe.forward(ffnIn, batch, seq, layer, saved, routerLosses, routing, causalRouting);
-    } else {
-      ffnOut = saved.add(backend.empty(DType.F32, x.shape()));
-      mlp.forward(ffnIn, ffnOut, false, saved);
-    }
-    Tensor out = saved.add(backend.empty(DType.F32, x.shape()));
-    backend.add(h, ffnOut, out);
-    return out;
+    return addFfn(x, attnOut, batch, seq, saved, routerLosses, routing, causalRouting);
   }
 
   /** Inference step over n new tokens per sequence with a KV cache (see Attention#forwardCached). */
   Tensor forwardCached(Tensor x, int batch, int n, Tensor positions, KvCache cache, boolean fresh, Scope tmp) {
     Tensor attnOut = attention.forwardCached(inputNorm.forward(x, tmp), batch, n, positions, cache, layer, fresh, tmp);
-    Tensor h = tmp.add(backend.empty(DType.F32, x.shape()));
+    return addFfn(x, attnOut, batch, n, tmp, null, null, true);
+  }
+
+  /** h = x + attnOut; returns h + ffn(norm2(h)). */
+  private Tensor addFfn(Tensor x, Tensor attnOut, int batch, int seq, Scope scope, float[] routerLosses,
+      List<LayerRouting> routing, boolean causalRouting) {
+    Tensor h = scope.add(backend.empty(DType.F32, x.shape()));
     backend.add(x, attnOut, h);
-    Tensor ffnIn = postAttentionNorm.forward(h, tmp);
+    Tensor ffnIn = postAttentionNorm.forward(h, scope);
     Tensor ffnOut;
     if (moe != null) {
-      ffnOut = moe.forward(ffnIn, batch, n, layer, tmp, null, null, true);
+      ffnOut = moe.forward(ffnIn, batch, seq, layer, scope, routerLosses, routing, causalRouting);
     } else {
-      ffnOut = tmp.add(backend.empty(DType.F32, x.shape()));
-      mlp.forward(ffnIn, ffnOut, false, tmp);
+      ffnOut = scope.add(backend.empty(DType.F32, x.shape()));
+      mlp.forward(ffnIn, ffnOut, false, scope);
     }
-    Tensor out = tmp.add(backend.empty(DType.F32, x.shape()));
+    Tensor out = scope.add(backend.empty(DType.F32, x.shape()));
     backend.add(h, ffnOut, out);
     return out;
   }
