@@ -32,6 +32,9 @@ public final class TrainPlots {
     }
     chart.addSeries("loss", x, y).setMarker(org.knowm.xchart.style.markers.SeriesMarkers.NONE);
     chart.getStyler().setLegendVisible(false);
+    // Plain step numbers, spaced so that four-digit steps do not run into each other.
+    chart.getStyler().setXAxisDecimalPattern("#");
+    chart.getStyler().setXAxisTickMarkSpacingHint(120);
     return save(chart, dir.resolve("loss.png"));
   }
 
