@@ -218,8 +218,9 @@ final class TrainCommand {
 
   private int train(Settings s, Backend backend, PrintStream out, PrintStream err) {
     ByteTokenizer tokenizer = new ByteTokenizer();
-    TrainerState resumedState = s.resume() == null ? null : TrainingCheckpoint.read(s.resume()).state();
-    ModelConfig config = s.resume() != null ? TrainingCheckpoint.read(s.resume()).config() : modelConfig(s);
+    TrainingCheckpoint.Contents resumed = s.resume() == null ? null : TrainingCheckpoint.read(s.resume());
+    TrainerState resumedState = resumed == null ? null : resumed.state();
+    ModelConfig config = resumed != null ? resumed.config() : modelConfig(s);
     if (config.vocabSize() < ByteTokenizer.VOCAB_SIZE)
       throw new Main.UsageException("the model's vocab_size " + config.vocabSize() + " is smaller than the byte-level tokenizer's "
           + ByteTokenizer.VOCAB_SIZE);

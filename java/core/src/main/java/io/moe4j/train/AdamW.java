@@ -163,7 +163,10 @@ public final class AdamW implements AutoCloseable {
     v = nextV;
   }
 
-  /** The moments by name ({@code <param>.exp_avg}, {@code <param>.exp_avg_sq}), flat F32; views owned by this optimizer. */
+  /**
+   * The moments by name ({@code <param>.exp_avg}, {@code <param>.exp_avg_sq}), flat F32. The tensors
+   * belong to this optimizer: read or overwrite them, do not close them.
+   */
   public Map<String, Tensor> stateTensors() {
     Map<String, Tensor> state = new LinkedHashMap<>();
     for (int i = 0; i < params.size(); i++) {

@@ -371,7 +371,8 @@ public final class Trainer implements AutoCloseable {
 
     /**
      * Continues from a checkpoint directory: model config and weights, optimizer moments, step
-     * counts and data position come from it (the model given to {@link #model} is ignored).
+     * counts, data position and seed come from it (a model given to {@link #model} is ignored; the
+     * schedule too unless one is set).
      */
     public Builder resume(Path checkpointDirectory) {
       this.resumeFrom = checkpointDirectory;
