@@ -22,6 +22,8 @@ public final class ProgressReporter implements TrainingCallback, AutoCloseable {
   private final ProgressBar bar;
   private final long lineEvery;
   private double smoothedLoss = Double.NaN;
+  private String lastEval = "";
+  private boolean closed;
   private final long t0 = System.nanoTime();
 
   public ProgressReporter(PrintStream out, long startStep, long totalSteps, boolean interactive) {
@@ -38,7 +40,8 @@ public final class ProgressReporter implements TrainingCallback, AutoCloseable {
   @Override
   public void onStep(StepMetrics m) {
     if (Float.isFinite(m.loss())) smoothedLoss = Double.isNaN(smoothedLoss) ? m.loss() : 0.9 * smoothedLoss + 0.1 * m.loss();
-    String extra = String.format("loss %.3f  %,.0f tok/s%s", smoothedLoss, m.tokensPerSecond(), m.skipped() ? "  (step skipped: non-finite)" : "");
+    String extra = String.format("loss %.3f  %,.0f tok/s%s%s", smoothedLoss, m.tokensPerSecond(), lastEval,
+        m.skipped() ? "  (step skipped: non-finite)" : "");
     if (bar != null) {
       bar.stepTo(m.step());
       bar.setExtraMessage(extra);
@@ -51,9 +54,12 @@ public final class ProgressReporter implements TrainingCallback, AutoCloseable {
 
   @Override
   public void onEval(EvalResult r) {
-    String line = String.format("eval at step %d: %s %.4f %s", r.step(), r.metric(), r.value(), r.perTask().isEmpty() ? "" : r.perTask());
-    if (bar != null) bar.setExtraMessage(line);
-    else out.println(line);
+    if (bar != null) {
+      // The bar has one line: keep the latest result short beside the loss.
+      lastEval = r.metric().equals("exact_match") ? String.format("  exact %.1f%%", 100 * r.value()) : String.format("  val %.3f", r.value());
+    } else {
+      out.printf("eval at step %d: %s %.4f %s%n", r.step(), r.metric(), r.value(), r.perTask().isEmpty() ? "" : r.perTask());
+    }
   }
 
   static String clock(double seconds) {
@@ -63,6 +69,8 @@ public final class ProgressReporter implements TrainingCallback, AutoCloseable {
 
   @Override
   public void close() {
+    if (closed) return;
+    closed = true;
     if (bar != null) bar.close();
   }
 }
