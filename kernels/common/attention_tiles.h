@@ -1,6 +1,7 @@
 /*
- * Tiling of flash attention (FlashAttention-2), shared by the CPU twin (native/src/cpu_attention.cpp)
- * and the CUDA kernel (later), so both visit the same tiles in the same order.
+ * Tiling of flash attention (FlashAttention-2), shared by the CPU twin
+ * (native/src/cpu_attention.cpp) and the CUDA kernels (kernels/flash_attention.cu), so both visit
+ * the same tiles in the same order.
  *
  * Queries are cut into tiles of kAttnBlockQ rows (Br), keys into tiles of kAttnBlockK (Bc).
  * Query i may attend key j iff attn_allowed(i, j): (causal == 0 or j <= i) and (no window or

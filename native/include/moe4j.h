@@ -567,7 +567,7 @@ MOE4J_API int32_t moe4j_cuda_router_z_loss(const float *logits, int64_t tokens, 
 MOE4J_API int32_t moe4j_cuda_router_bias_update(float *bias, const int64_t *counts, int64_t experts,
                                                float rate, void *stream);
 
-/* RoPE: same semantics as the moe4j_cpu_ versions (CUDA flash attention comes later). */
+/* RoPE: same semantics as the moe4j_cpu_ versions. */
 MOE4J_API int32_t moe4j_cuda_rope_forward(int32_t dtype, const void *x, void *out,
                                           const int32_t *positions, int64_t tokens, int64_t heads,
                                           int64_t head_dim, float theta, void *stream);

@@ -1,6 +1,6 @@
 /*
  * CPU twin of flash attention (FlashAttention-2), following the tiling of
- * kernels/common/attention_tiles.h that the CUDA kernel will share.
+ * kernels/common/attention_tiles.h that the CUDA kernels (kernels/flash_attention.cu) share.
  *
  * Batches: a uniform batch (cu_seqlens == NULL) and a packed varlen batch are the same thing here
  * — a list of sequences (attn_sequence: first token, length, lse row), each tiled on its own with
