@@ -32,6 +32,8 @@ public final class Main {
           return new ScoreCommand().run(rest, out, err);
         case "train":
           return new TrainCommand().run(rest, out, err);
+        case "tokenize":
+          return new TokenizeCommand().run(rest, out, err);
         case "--version":
         case "version":
           out.println("moe4j " + io.moe4j.Moe4j.VERSION);
@@ -59,10 +61,11 @@ public final class Main {
     s.println("commands:");
     s.println("  info [--json]   version, libraries and build flags, CPU, GPUs, cuBLAS, backends");
     s.println("  train [options] train an MoE model (no options: the built-in demo on synthetic tasks)");
-    s.println("  bench <suite>   benchmarks: gemm | routing (--device D, --json FILE, --quick)");
+    s.println("  bench <suite>   benchmarks: gemm | routing | attention | generate | train (--device D, --json FILE)");
     s.println("  generate        continue prompts with a Hugging Face MoE model (--model DIR --prompt T)");
     s.println("  chat            interactive chat with a model's chat template (--model DIR)");
     s.println("  score           per-token negative log-likelihood and perplexity of a text (--model DIR --text T)");
+    s.println("  tokenize        token ids and pieces of a text (--model DIR | --tokenizer FILE, --text T, --json)");
     s.println("  version         print the version");
     s.println();
     s.println("Run 'moe4j <command> --help' for a command's options.");

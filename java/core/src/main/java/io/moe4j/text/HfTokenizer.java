@@ -13,7 +13,6 @@ import java.nio.file.Files;
 import java.nio.file.NoSuchFileException;
 import java.nio.file.Path;
 import java.util.ArrayList;
-import java.util.Arrays;
 import java.util.BitSet;
 import java.util.HashMap;
 import java.util.Iterator;
@@ -409,8 +408,8 @@ public final class HfTokenizer implements Tokenizer, AutoCloseable {
         private static int put(Path file, String token, JsonNode idNode,
                                Map<String, Integer> tokenToId, Map<Integer, String> byId) {
             if (idNode == null || !idNode.canConvertToInt() || idNode.asInt() < 0) {
-                throw new IllegalArgumentException("tokenizer file " + file + ": token "
-                        + Arrays.toString(new String[] {token}) + " needs an id >= 0, got " + idNode);
+                throw new IllegalArgumentException("tokenizer file " + file + ": token '" + token
+                        + "' needs an id >= 0, got " + idNode);
             }
             int id = idNode.asInt();
             tokenToId.putIfAbsent(token, id);
