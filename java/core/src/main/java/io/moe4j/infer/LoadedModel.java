@@ -40,8 +40,7 @@ public final class LoadedModel implements AutoCloseable {
     if (config.eosTokenId() >= 0) eos.add(config.eosTokenId());
     Path generation = directory.resolve(GenerationConfig.FILE_NAME);
     if (Files.exists(generation)) {
-      int id = GenerationConfig.read(generation).eosTokenId();
-      if (id >= 0) eos.add(id);
+      eos.addAll(GenerationConfig.read(generation).eosTokenIds()); // a list stops on any of them (Qwen3)
     }
     return new LoadedModel(directory, model, eos);
   }
