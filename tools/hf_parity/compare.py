@@ -18,7 +18,8 @@ Checks, per model directory NAME-f32 / NAME-bf16 under --models:
             bf16: a divergence is accepted only at a near-tie: the fp32 reference's logit margin
             between the two tokens at that position is <= 2 * max|HF_bf16 - ref| logits there.
   tokenize  HF AutoTokenizer vs `moe4j tokenize --json` (with and without --specials) on ASCII,
-            UTF-8 and emoji text; decode of the ids (with and without specials) vs Moe4jProbe.
+            UTF-8 and emoji text; decode of the ids (with and without specials) vs Moe4jProbe; on
+            moe4j's tokenizer files and on the same tokenizer re-saved by transformers.
 
 Prints a table, writes --json-out, exits 1 on any mismatch.
 usage: compare.py [--models DIR] [--moe4j CMD] [--classpath CP] [--json-out FILE]
@@ -169,10 +170,10 @@ class Report:
             self.failures.append(self.rows[-1])
 
     def print(self):
-        print(f"{'model':<18} {'weights':<7} {'check':<22} {'case':<34} {'result':<6} detail")
+        print(f"{'model':<20} {'weights':<7} {'check':<22} {'case':<34} {'result':<6} detail")
         for r in self.rows:
             case = r["case"].encode("unicode_escape").decode()[:34]
-            print(f"{r['model']:<18} {r['dtype']:<7} {r['check']:<22} {case:<34} {'PASS' if r['ok'] else 'FAIL':<6} "
+            print(f"{r['model']:<20} {r['dtype']:<7} {r['check']:<22} {case:<34} {'PASS' if r['ok'] else 'FAIL':<6} "
                   f"{r['detail']}")
 
 
@@ -250,30 +251,30 @@ def check_generate(rep, m4, name, wdtype, d, ref, hf_bf16, tok, eos):
                 f"CLI {cli_text!r} vs HF-decoded moe4j ids {m_text!r} vs HF {hf_text!r}")
 
 
-def check_tokenizer(rep, m4, d, tok):
+def check_tokenizer(rep, m4, d, tok, label):
     for text in TOKENIZE_TEXTS:
         for specials in (False, True):
             hf_ids = tok(text, add_special_tokens=specials).input_ids
             got = m4.tokenize(d, text, specials)
             i = first_diff(got["ids"], hf_ids)
-            label = "encode" + (" +specials" if specials else "")
-            rep.add("tokenizer", "-", label, text, i is None,
+            kind = "encode" + (" +specials" if specials else "")
+            rep.add(label, "-", kind, text, i is None,
                     f"{len(hf_ids)} ids equal" if i is None else f"first diff at {i}: {got['ids'][i:i+3]} vs {hf_ids[i:i+3]}")
             if not specials:
                 hf_pieces = tok.convert_ids_to_tokens(hf_ids)
-                rep.add("tokenizer", "-", "pieces", text, got.get("pieces") == hf_pieces,
+                rep.add(label, "-", "pieces", text, got.get("pieces") == hf_pieces,
                         "equal" if got.get("pieces") == hf_pieces else f"{got.get('pieces')} vs {hf_pieces}")
         ids = tok(text).input_ids
         dec = m4.decode(d, ids)
         for key, skip in (("text", True), ("with_specials", False)):
             want = tok.decode(ids, skip_special_tokens=skip)
-            rep.add("tokenizer", "-", f"decode ({'skip' if skip else 'keep'} specials)", text, dec[key] == want,
+            rep.add(label, "-", f"decode ({'skip' if skip else 'keep'} specials)", text, dec[key] == want,
                     "equal" if dec[key] == want else f"{dec[key]!r} vs {want!r}")
     # bytes that are not valid UTF-8 on their own: both must replace them the same way
     for ids in ([257, 72, 195], [240, 159, 153], [72, 255, 105, 128, 128], [226, 130, 172, 226, 130]):
         dec = m4.decode(d, ids)
         want = tok.decode(ids, skip_special_tokens=True)
-        rep.add("tokenizer", "-", "decode invalid UTF-8", str(ids), dec["text"] == want,
+        rep.add(label, "-", "decode invalid UTF-8", str(ids), dec["text"] == want,
                 "equal" if dec["text"] == want else f"{dec['text']!r} vs {want!r}")
 
 
@@ -311,7 +312,12 @@ def main():
         print(f"done {x}", file=sys.stderr, flush=True)
     if "tokenize" not in skip:
         d = os.path.join(args.models, dirs[0])
-        check_tokenizer(rep, m4, d, AutoTokenizer.from_pretrained(d))
+        check_tokenizer(rep, m4, d, AutoTokenizer.from_pretrained(d), "tokenizer")
+        # the same tokenizer as transformers itself saves it (its own tokenizer.json serialization,
+        # tokenizer_config.json without added_tokens_decoder), as checkpoints from the Hub come
+        resaved = tempfile.mkdtemp(prefix="hf-tokenizer-")
+        AutoTokenizer.from_pretrained(d).save_pretrained(resaved)
+        check_tokenizer(rep, m4, resaved, AutoTokenizer.from_pretrained(resaved), "tokenizer (HF-saved)")
     rep.print()
     print(f"\ntransformers {transformers.__version__}, torch {torch.__version__}; "
           f"{len(rep.rows) - len(rep.failures)}/{len(rep.rows)} checks pass")
