@@ -5,6 +5,8 @@ import static org.junit.jupiter.api.Assertions.assertEquals;
 import static org.junit.jupiter.api.Assertions.assertThrows;
 import static org.junit.jupiter.api.Assertions.assertTrue;
 
+import com.fasterxml.jackson.databind.ObjectMapper;
+import com.fasterxml.jackson.databind.node.ObjectNode;
 import io.moe4j.io.HfCheckpoint;
 import io.moe4j.io.SafetensorsFile;
 import io.moe4j.io.SafetensorsWriter;
@@ -195,23 +197,21 @@ class HfModelInferenceTest {
     // config with one layer more than the weights hold: a missing tensor
     Path missing = dir.resolve("missing");
     copyDir(saved, missing);
-    Files.writeString(missing.resolve("config.json"), Files.readString(missing.resolve("config.json"))
-        .replace("\"num_hidden_layers\" : 2", "\"num_hidden_layers\" : 3").replace("\"num_hidden_layers\": 2", "\"num_hidden_layers\": 3"));
+    editConfig(missing, json -> json.put("num_hidden_layers", 3));
     RuntimeException e1 = assertThrows(RuntimeException.class, () -> LoadedModel.load(missing, backend, DType.F32));
     assertTrue(e1.getMessage().contains("model.layers.2"), e1.getMessage());
 
     // wrong width: a mis-shaped tensor
     Path misShaped = dir.resolve("misshaped");
     copyDir(saved, misShaped);
-    String json = Files.readString(misShaped.resolve("config.json"));
-    Files.writeString(misShaped.resolve("config.json"), json.replaceAll("\"intermediate_size\"\\s*:\\s*24", "\"intermediate_size\": 20"));
+    editConfig(misShaped, json -> json.put("intermediate_size", 20));
     RuntimeException e2 = assertThrows(RuntimeException.class, () -> LoadedModel.load(misShaped, backend, DType.F32));
     assertTrue(e2.getMessage().contains("must have shape") && e2.getMessage().contains("model.safetensors"), e2.getMessage());
 
     // unsupported architecture
     Path other = dir.resolve("other");
     copyDir(saved, other);
-    Files.writeString(other.resolve("config.json"), Files.readString(other.resolve("config.json")).replace("\"olmoe\"", "\"gpt2\""));
+    editConfig(other, json -> json.put("model_type", "gpt2"));
     RuntimeException e3 = assertThrows(RuntimeException.class, () -> LoadedModel.load(other, backend, DType.F32));
     assertTrue(e3.getMessage().contains("gpt2"), e3.getMessage());
 
@@ -224,6 +224,13 @@ class HfModelInferenceTest {
     RuntimeException e4 = assertThrows(RuntimeException.class, () -> LoadedModel.load(truncated, backend, DType.F32));
     assertTrue(e4.getMessage().contains("model.safetensors"), e4.getMessage());
     assertEquals(0, backend.memoryStats().liveBytes(), "nothing leaked by failed loads");
+  }
+
+  private static void editConfig(Path checkpoint, java.util.function.Consumer<ObjectNode> edit) throws IOException {
+    ObjectMapper mapper = new ObjectMapper();
+    ObjectNode json = (ObjectNode) mapper.readTree(checkpoint.resolve("config.json").toFile());
+    edit.accept(json);
+    mapper.writeValue(checkpoint.resolve("config.json").toFile(), json);
   }
 
   private static void copyDir(Path from, Path to) throws IOException {
