@@ -130,7 +130,9 @@ public final class Trainer implements AutoCloseable {
             + m.gradNorm() + "); " + last);
       }
       if (evaluator != null && evalInterval > 0 && step % evalInterval == 0 && step < steps) evaluate();
-      if (checkpointDir != null && checkpointInterval > 0 && step % checkpointInterval == 0 && step < steps) checkpoint();
+      // Not after a skipped step: if the run is diverging, the checkpoint to keep is the one before.
+      if (checkpointDir != null && checkpointInterval > 0 && step % checkpointInterval == 0 && step < steps && consecutiveSkips == 0)
+        checkpoint();
     }
     if (evaluator != null) evaluate();
     if (checkpointDir != null && lastCheckpointStep != step) checkpoint();

@@ -216,6 +216,29 @@ class TrainerTest {
   }
 
   @Test
+  void stoppingLeavesTheLastGoodCheckpoint(@TempDir Path tmp) {
+    Path ckpt = tmp.resolve("ckpt");
+    Trainer[] self = new Trainer[1];
+    TrainingCallback poison = m -> {
+      if (m.step() == 5) {
+        Parameter p = self[0].model().parameter("model.norm.weight");
+        float[] v = new float[(int) p.numel()];
+        java.util.Arrays.fill(v, Float.POSITIVE_INFINITY);
+        cpu.copyFromFloats(v, p.value());
+      }
+    };
+    try (Trainer t = tinyTrainer(copyTask(4), 20).checkpoints(ckpt, 2).callback(poison).build()) {
+      self[0] = t;
+      TrainingStoppedException e = assertThrows(TrainingStoppedException.class, t::run);
+      assertEquals(8, e.step(), "steps 6, 7, 8 are the three non-finite ones");
+      assertTrue(e.getMessage().contains("the last good checkpoint is " + ckpt + " (step 4)"), e.getMessage());
+    }
+    TrainerState saved = TrainingCheckpoint.read(ckpt).state();
+    assertEquals(4, saved.step(), "the skipped step 6 wrote no checkpoint");
+    assertEquals(0, saved.skippedSteps());
+  }
+
+  @Test
   void badConfigurationNamesTheArgument() {
     SyntheticTasks data = copyTask(1);
     IllegalArgumentException e = assertThrows(IllegalArgumentException.class, () -> tinyTrainer(data, 5).steps(0).build());
