@@ -1,6 +1,6 @@
 /*
- * Small-M kernels of the CPU grouped GEMM forward (native/src/cpu_gemm.cpp): a group with at most
- * a few rows (decode: M = batch, or the 0..8 rows an expert gets per step) is a memory-bound GEMV.
+ * Small-M kernels of the CPU grouped GEMM forward (native/src/cpu_gemm.cpp): a group of at most 16
+ * rows (decode: M = batch, or the 0..8 rows an expert gets per step) is a memory-bound GEMV.
  * Packing its weight into f32 panels (read bf16, write f32, read again) would move ~3x the weight
  * bytes; here every weight row is read once from memory, widened in registers, and multiplied
  * against all M activation rows (f32, zero padded to kGemvLanes, in L1) while it is in registers.
@@ -153,8 +153,9 @@ MOE4J_GEMV_AVX512 inline __m512 gemv_load16(const bf16_t *p) {
   return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(h), 16));
 }
 
-/* Weight bytes ahead of the loads that are prefetched on each of the R row streams: R
- * concurrent streams per thread are more than the L2 streamer follows well (measured). */
+/* Software prefetch this many weight bytes ahead on each of the R row streams, so the R
+ * concurrent streams per thread do not depend on the L2 streamer alone (a guess: its effect was
+ * not measured separately on the loaded VM). */
 constexpr int64_t kGemvPrefetchBytes = 512;
 
 /* R = kGemvRows weight rows x MI x rows <= 16 zmm chains, plus the loads: M > 4 takes several
