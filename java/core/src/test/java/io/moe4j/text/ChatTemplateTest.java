@@ -7,6 +7,7 @@ import static org.junit.jupiter.api.Assertions.assertTrue;
 import java.io.IOException;
 import java.io.InputStream;
 import java.nio.charset.StandardCharsets;
+import java.util.LinkedHashMap;
 import java.util.List;
 import java.util.Map;
 import org.junit.jupiter.api.Test;
@@ -78,6 +79,28 @@ class ChatTemplateTest {
                         + "<|im_start|>assistant\n<think>\nweigh it\n</think>\n\nHello<|im_end|>\n",
                 t.render(List.of(ChatMessage.system("Be brief."), ChatMessage.user("Hi"),
                         ChatMessage.assistant("<think>\nweigh it\n</think>\n\nHello")), false));
+    }
+
+    @Test
+    void qwen3ToolsAndToolResponses() {
+        ChatTemplate t = ChatTemplate.of(resource("qwen3.jinja"), null, "<|im_end|>");
+        Map<String, Object> function = new LinkedHashMap<>();
+        function.put("name", "now");
+        function.put("parameters", Map.of());
+        Map<String, Object> tool = new LinkedHashMap<>();
+        tool.put("type", "function");
+        tool.put("function", function);
+        String rendered = t.render(List.of(ChatMessage.user("Time?"), new ChatMessage("tool", "12:00")), true,
+                Map.of("tools", List.of(tool)));
+        assertEquals("<|im_start|>system\n# Tools\n\nYou may call one or more functions to assist with the user query."
+                + "\n\nYou are provided with function signatures within <tools></tools> XML tags:\n<tools>"
+                + "\n{\"type\": \"function\", \"function\": {\"name\": \"now\", \"parameters\": {}}}"
+                + "\n</tools>\n\nFor each function call, return a json object with function name and arguments within"
+                + " <tool_call></tool_call> XML tags:\n<tool_call>\n{\"name\": <function-name>, \"arguments\": "
+                + "<args-json-object>}\n</tool_call><|im_end|>\n"
+                + "<|im_start|>user\nTime?<|im_end|>\n"
+                + "<|im_start|>user\n<tool_response>\n12:00\n</tool_response><|im_end|>\n"
+                + "<|im_start|>assistant\n", rendered);
     }
 
     @Test
