@@ -63,6 +63,19 @@ CONVERSATIONS = {
 }
 
 
+# Qwen3's template writes each tool with |tojson: checks moe4j's JSON formatting against HF's
+TOOLS = [
+    {"type": "function", "function": {
+        "name": "get_weather", "description": "Weather in a city, e.g. \"Zürich\" or 東京",
+        "parameters": {"type": "object", "properties": {"city": {"type": "string"},
+                                                       "days": {"type": "integer", "minimum": 1}},
+                       "required": ["city"]}}},
+    {"type": "function", "function": {"name": "now", "description": "", "parameters": {
+        "type": "object", "properties": {}, "flag": True, "none": None, "ratio": 0.5}}},
+]
+TOOL_CONVERSATIONS = ["one user turn", "system first", "tool messages"]
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--tokenizer-dir", required=True, help="a directory with moe4j's byte-level tokenizer.json")
@@ -87,6 +100,15 @@ def main():
                                                                    add_generation_prompt=gen, **kwargs)
                     except Exception as e:  # the template's raise_exception or a Jinja error
                         case["error"] = f"{type(e).__name__}: {e}"
+                    cases.append(case)
+        if template_file == "qwen3.jinja":
+            for conv_name in TOOL_CONVERSATIONS:
+                for gen in (True, False):
+                    messages = CONVERSATIONS[conv_name]
+                    case = dict(template=template_file, bos_token=bos, eos_token=eos, name=conv_name + " + tools",
+                                messages=messages, add_generation_prompt=gen, extra={"tools": TOOLS})
+                    case["expected"] = tok.apply_chat_template(messages, chat_template=template, tokenize=False,
+                                                               add_generation_prompt=gen, tools=TOOLS, eos_token=eos)
                     cases.append(case)
     os.makedirs(os.path.dirname(args.out), exist_ok=True)
     with open(args.out, "w", encoding="utf-8") as fh:

@@ -26,12 +26,14 @@ import org.junit.jupiter.api.TestFactory;
  * moe4j's chat-template rendering against Hugging Face's: every case in
  * {@code hfparity/chat_templates_expected.json} was rendered by transformers'
  * {@code apply_chat_template(tokenize=False)} (tools/hf_parity/chat_templates.py) with the Mixtral,
- * Qwen3 and OLMoE templates; {@link ChatTemplate} must give the same string, or, where the template
+ * Qwen3 and OLMoE templates (Qwen3 also with tool definitions, written with |tojson);
+ * {@link ChatTemplate} must give the same string, or, where the template
  * raised, an IllegalArgumentException carrying the template's own message.
  */
 class HfParityChatTemplateTest {
 
   private static final String EXPECTED = "hfparity/chat_templates_expected.json";
+  private static final ObjectMapper JSON = new ObjectMapper();
 
   private static String resource(String path) {
     try (InputStream in = HfParityChatTemplateTest.class.getResourceAsStream(path)) {
@@ -44,7 +46,7 @@ class HfParityChatTemplateTest {
 
   private static JsonNode cases() {
     try {
-      return new ObjectMapper().readTree(resource(EXPECTED)).get("cases");
+      return JSON.readTree(resource(EXPECTED)).get("cases");
     } catch (IOException e) {
       throw new AssertionError("cannot parse " + EXPECTED, e);
     }
@@ -78,9 +80,9 @@ class HfParityChatTemplateTest {
           f -> ChatTemplate.of(resource("/io/moe4j/text/chat/" + f), text(c.get("bos_token")), text(c.get("eos_token"))));
       List<ChatMessage> messages = new ArrayList<>();
       for (JsonNode m : c.get("messages")) messages.add(new ChatMessage(m.get("role").asText(), m.get("content").asText()));
+      // JSON objects become LinkedHashMaps (key order kept, as Python dicts keep it), arrays Lists
       Map<String, Object> extra = new LinkedHashMap<>();
-      c.get("extra").fields().forEachRemaining(e -> extra.put(e.getKey(),
-          e.getValue().isBoolean() ? (Object) e.getValue().booleanValue() : e.getValue().asText()));
+      c.get("extra").fields().forEachRemaining(e -> extra.put(e.getKey(), JSON.convertValue(e.getValue(), Object.class)));
       boolean generationPrompt = c.get("add_generation_prompt").asBoolean();
       String name = file + " | " + c.get("name").asText() + " | generation prompt " + generationPrompt
           + (extra.isEmpty() ? "" : " | " + extra);
