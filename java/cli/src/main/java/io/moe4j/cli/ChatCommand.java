@@ -18,10 +18,7 @@ import java.nio.charset.StandardCharsets;
 import java.util.ArrayList;
 import java.util.List;
 import org.apache.commons.cli.CommandLine;
-import org.apache.commons.cli.DefaultParser;
-import org.apache.commons.cli.HelpFormatter;
 import org.apache.commons.cli.Options;
-import org.apache.commons.cli.ParseException;
 
 /**
  * {@code moe4j chat --model DIR}: a REPL. Each turn renders the whole conversation with the model's
@@ -36,19 +33,8 @@ final class ChatCommand {
     options.addOption(null, "system", true, "a system message placed first in the conversation");
     options.addOption(null, "max-new-tokens", true, "at most this many tokens per reply (default 512)");
     ModelOptions.addSampling(options);
-    options.addOption("h", "help", false, "show this help");
-    CommandLine cl;
-    try {
-      cl = new DefaultParser().parse(options, args);
-    } catch (ParseException e) {
-      throw new Main.UsageException(e.getMessage());
-    }
-    if (cl.hasOption("help")) {
-      new HelpFormatter().printHelp(new java.io.PrintWriter(out, true), 100, "moe4j chat --model DIR [options]", null,
-          options, 2, 2, null);
-      return 0;
-    }
-    if (!cl.getArgList().isEmpty()) throw new Main.UsageException("unexpected argument '" + cl.getArgList().get(0) + "'");
+    CommandLine cl = Main.parse(options, args, "moe4j chat --model DIR [options]", null, out);
+    if (cl == null) return 0; // --help
     int maxNew = ModelOptions.intOption(cl, "max-new-tokens", 512);
     if (maxNew <= 0) throw new Main.UsageException("--max-new-tokens must be > 0, got " + maxNew);
     List<ChatMessage> history = new ArrayList<>();

@@ -19,10 +19,7 @@ import java.util.ArrayList;
 import java.util.Arrays;
 import java.util.List;
 import org.apache.commons.cli.CommandLine;
-import org.apache.commons.cli.DefaultParser;
-import org.apache.commons.cli.HelpFormatter;
 import org.apache.commons.cli.Options;
-import org.apache.commons.cli.ParseException;
 
 /**
  * {@code moe4j generate --model DIR (--prompt T | --prompts-file F) [...]}: continues prompts. One
@@ -40,19 +37,9 @@ final class GenerateCommand {
     options.addOption(null, "stop", true, "stop when the text contains this string (repeatable)");
     ModelOptions.addSampling(options);
     options.addOption(null, "stats", false, "print prompt and decode tokens/s, time to first token, bandwidth bound");
-    options.addOption("h", "help", false, "show this help");
-    CommandLine cl;
-    try {
-      cl = new DefaultParser().parse(options, args);
-    } catch (ParseException e) {
-      throw new Main.UsageException(e.getMessage());
-    }
-    if (cl.hasOption("help")) {
-      new HelpFormatter().printHelp(new java.io.PrintWriter(out, true), 100,
-          "moe4j generate --model DIR (--prompt TEXT | --prompts-file FILE) [options]", null, options, 2, 2, null);
-      return 0;
-    }
-    if (!cl.getArgList().isEmpty()) throw new Main.UsageException("unexpected argument '" + cl.getArgList().get(0) + "'");
+    CommandLine cl = Main.parse(options, args,
+        "moe4j generate --model DIR (--prompt TEXT | --prompts-file FILE) [options]", null, out);
+    if (cl == null) return 0; // --help
     List<String> prompts = prompts(cl);
     int maxNew = ModelOptions.intOption(cl, "max-new-tokens", 128);
     if (maxNew < 0) throw new Main.UsageException("--max-new-tokens must be >= 0, got " + maxNew);

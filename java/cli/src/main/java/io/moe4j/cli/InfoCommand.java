@@ -17,10 +17,7 @@ import java.util.List;
 import java.util.Map;
 import java.util.Set;
 import org.apache.commons.cli.CommandLine;
-import org.apache.commons.cli.DefaultParser;
-import org.apache.commons.cli.HelpFormatter;
 import org.apache.commons.cli.Options;
-import org.apache.commons.cli.ParseException;
 
 /**
  * {@code moe4j info [--json]}: what this installation is and can use — version, Java, native
@@ -36,18 +33,8 @@ final class InfoCommand {
   int run(String[] args, PrintStream out, PrintStream err) {
     Options options = new Options();
     options.addOption(null, "json", false, "print one JSON object");
-    options.addOption("h", "help", false, "show this help");
-    CommandLine cl;
-    try {
-      cl = new DefaultParser().parse(options, args);
-    } catch (ParseException e) {
-      throw new Main.UsageException(e.getMessage());
-    }
-    if (cl.hasOption("help")) {
-      new HelpFormatter().printHelp(new java.io.PrintWriter(out, true), 100, "moe4j info [--json]", null, options, 2, 2, null);
-      return 0;
-    }
-    if (!cl.getArgList().isEmpty()) throw new Main.UsageException("unexpected argument '" + cl.getArgList().get(0) + "'");
+    CommandLine cl = Main.parse(options, args, "moe4j info [--json]", null, out);
+    if (cl == null) return 0; // --help
     Map<String, Object> report = collect();
     if (cl.hasOption("json")) {
       try {

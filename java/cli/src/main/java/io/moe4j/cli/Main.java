@@ -1,7 +1,13 @@
 package io.moe4j.cli;
 
 import java.io.PrintStream;
+import java.io.PrintWriter;
 import java.util.Arrays;
+import org.apache.commons.cli.CommandLine;
+import org.apache.commons.cli.DefaultParser;
+import org.apache.commons.cli.HelpFormatter;
+import org.apache.commons.cli.Options;
+import org.apache.commons.cli.ParseException;
 
 /** {@code moe4j <command> [options]}. Exit codes: 0 ok, 1 runtime failure, 2 bad usage. */
 public final class Main {
@@ -69,6 +75,26 @@ public final class Main {
     s.println("  version         print the version");
     s.println();
     s.println("Run 'moe4j <command> --help' for a command's options.");
+  }
+
+  /**
+   * Parses a command's options (adding -h/--help): a parse error or a positional argument is a usage
+   * error; --help prints the help to {@code out} and returns null (the command then exits 0).
+   */
+  static CommandLine parse(Options options, String[] args, String usage, String header, PrintStream out) {
+    options.addOption("h", "help", false, "show this help");
+    CommandLine cl;
+    try {
+      cl = new DefaultParser().parse(options, args);
+    } catch (ParseException e) {
+      throw new UsageException(e.getMessage());
+    }
+    if (cl.hasOption("help")) {
+      new HelpFormatter().printHelp(new PrintWriter(out, true), 100, usage, header, options, 2, 2, null);
+      return null;
+    }
+    if (!cl.getArgList().isEmpty()) throw new UsageException("unexpected argument '" + cl.getArgList().get(0) + "'");
+    return cl;
   }
 
   /** Bad command-line input: exit code 2. */

@@ -16,10 +16,7 @@ import java.nio.file.Path;
 import java.util.LinkedHashMap;
 import java.util.Map;
 import org.apache.commons.cli.CommandLine;
-import org.apache.commons.cli.DefaultParser;
-import org.apache.commons.cli.HelpFormatter;
 import org.apache.commons.cli.Options;
-import org.apache.commons.cli.ParseException;
 
 /**
  * {@code moe4j score --model DIR (--text T | --file F) [--json]}: the negative log-likelihood of each
@@ -33,19 +30,8 @@ final class ScoreCommand {
     options.addOption(null, "text", true, "the text to score");
     options.addOption(null, "file", true, "a UTF-8 file to score");
     options.addOption(null, "json", false, "print {\"tokens\": [...], \"nll\": [...], \"perplexity\": x}");
-    options.addOption("h", "help", false, "show this help");
-    CommandLine cl;
-    try {
-      cl = new DefaultParser().parse(options, args);
-    } catch (ParseException e) {
-      throw new Main.UsageException(e.getMessage());
-    }
-    if (cl.hasOption("help")) {
-      new HelpFormatter().printHelp(new java.io.PrintWriter(out, true), 100,
-          "moe4j score --model DIR (--text TEXT | --file FILE) [--json]", null, options, 2, 2, null);
-      return 0;
-    }
-    if (!cl.getArgList().isEmpty()) throw new Main.UsageException("unexpected argument '" + cl.getArgList().get(0) + "'");
+    CommandLine cl = Main.parse(options, args, "moe4j score --model DIR (--text TEXT | --file FILE) [--json]", null, out);
+    if (cl == null) return 0; // --help
     String text = text(cl);
     try (HfTokenizer tokenizer = ModelOptions.tokenizer(cl);
         Backend backend = ModelOptions.openBackend(cl);

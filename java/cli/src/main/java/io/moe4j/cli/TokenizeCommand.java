@@ -10,10 +10,7 @@ import java.nio.file.Files;
 import java.nio.file.Path;
 import java.util.List;
 import org.apache.commons.cli.CommandLine;
-import org.apache.commons.cli.DefaultParser;
-import org.apache.commons.cli.HelpFormatter;
 import org.apache.commons.cli.Options;
-import org.apache.commons.cli.ParseException;
 
 /**
  * {@code moe4j tokenize --model DIR | --tokenizer FILE --text T [--json] [--specials]}: the token ids
@@ -31,20 +28,8 @@ final class TokenizeCommand {
         options.addOption(null, "text", true, "the text to tokenize");
         options.addOption(null, "json", false, "print {\"ids\": [...], \"pieces\": [...]}");
         options.addOption(null, "specials", false, "add the specials of the tokenizer's post-processor (e.g. bos)");
-        options.addOption("h", "help", false, "show this help");
-        CommandLine cl;
-        try {
-            cl = new DefaultParser().parse(options, args);
-        } catch (ParseException e) {
-            throw new Main.UsageException(e.getMessage());
-        }
-        if (cl.hasOption("help")) {
-            new HelpFormatter().printHelp(new java.io.PrintWriter(out, true), 100, USAGE, null, options, 2, 2, null);
-            return 0;
-        }
-        if (!cl.getArgList().isEmpty()) {
-            throw new Main.UsageException("unexpected argument '" + cl.getArgList().get(0) + "'");
-        }
+        CommandLine cl = Main.parse(options, args, USAGE, null, out);
+        if (cl == null) return 0; // --help
         Path source = tokenizerPath(cl);
         if (!cl.hasOption("text")) {
             throw new Main.UsageException("--text is required (the text to tokenize)");

@@ -36,11 +36,8 @@ import java.util.List;
 import java.util.Locale;
 import java.util.Set;
 import org.apache.commons.cli.CommandLine;
-import org.apache.commons.cli.DefaultParser;
-import org.apache.commons.cli.HelpFormatter;
 import org.apache.commons.cli.Option;
 import org.apache.commons.cli.Options;
-import org.apache.commons.cli.ParseException;
 
 /**
  * {@code moe4j train}: trains an MoE transformer on the built-in synthetic tasks (the demo, with no
@@ -86,7 +83,6 @@ final class TrainCommand {
     o.addOption(null, "eval-every", true, "evaluate every N steps (default: 4 times per run; 0 = only at the end)");
     o.addOption(null, "checkpoint-every", true, "checkpoint every N steps (default: only at the end)");
     o.addOption(null, "eval-prompts", true, "held-out prompts per synthetic task (default 50)");
-    o.addOption("h", "help", false, "show this help");
     return o;
   }
 
@@ -98,18 +94,9 @@ final class TrainCommand {
 
   int run(String[] args, PrintStream out, PrintStream err) {
     Options options = options();
-    CommandLine cl;
-    try {
-      cl = new DefaultParser().parse(options, args);
-    } catch (ParseException e) {
-      throw new Main.UsageException(e.getMessage());
-    }
-    if (cl.hasOption("help")) {
-      new HelpFormatter().printHelp(new java.io.PrintWriter(out, true), 100, "moe4j train [options]",
-          "With no options: the demo (synthetic tasks, ModelConfig.demo()).", options, 2, 2, null);
-      return 0;
-    }
-    if (!cl.getArgList().isEmpty()) throw new Main.UsageException("unexpected argument '" + cl.getArgList().get(0) + "'");
+    CommandLine cl = Main.parse(options, args, "moe4j train [options]",
+        "With no options: the demo (synthetic tasks, ModelConfig.demo()).", out);
+    if (cl == null) return 0; // --help
     Settings s = Settings.parse(cl);
     Backend opened;
     try {
