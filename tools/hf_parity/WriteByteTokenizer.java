@@ -7,13 +7,13 @@ import java.nio.file.Path;
  * Run as a single-file source program against java/core/target/classes (see make_models.py).
  */
 public class WriteByteTokenizer {
-    public static void main(String[] args) {
-        if (args.length != 1) {
-            throw new IllegalArgumentException("usage: WriteByteTokenizer OUT_DIR (got " + args.length + " arguments)");
-        }
-        Path dir = Path.of(args[0]);
-        ByteTokenizer tok = new ByteTokenizer();
-        tok.writeHfTokenizerJson(dir.resolve("tokenizer.json"));
-        tok.writeTokenizerConfig(dir.resolve("tokenizer_config.json"));
+  public static void main(String[] args) {
+    if (args.length != 1) {
+      throw new IllegalArgumentException("usage: WriteByteTokenizer OUT_DIR (got " + args.length + " arguments)");
     }
+    Path dir = Path.of(args[0]);
+    ByteTokenizer tok = new ByteTokenizer();
+    tok.writeHfTokenizerJson(dir.resolve("tokenizer.json"));
+    tok.writeTokenizerConfig(dir.resolve("tokenizer_config.json"));
+  }
 }

@@ -11,15 +11,15 @@ package io.moe4j.text;
  */
 final class DjlOffline {
 
-    static final String FLAVOR = "RUST_FLAVOR";
+  static final String FLAVOR = "RUST_FLAVOR";
 
-    private DjlOffline() {}
+  private DjlOffline() {}
 
-    static void ensure() {
-        // DJL reads this process-wide setting when its native library is first loaded, so it has to
-        // be a system property set before that; later calls change nothing.
-        if (System.getenv(FLAVOR) == null && System.getProperty(FLAVOR) == null) {
-            System.setProperty(FLAVOR, "cpu");
-        }
+  static void ensure() {
+    // DJL reads this process-wide setting when its native library is first loaded, so it has to
+    // be a system property set before that; later calls change nothing.
+    if (System.getenv(FLAVOR) == null && System.getProperty(FLAVOR) == null) {
+      System.setProperty(FLAVOR, "cpu");
     }
+  }
 }

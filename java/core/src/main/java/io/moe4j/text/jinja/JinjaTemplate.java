@@ -16,35 +16,35 @@ import java.util.function.Supplier;
  */
 public final class JinjaTemplate {
 
-    private final List<Node> nodes;
-    private final Supplier<LocalDateTime> clock;
+  private final List<Node> nodes;
+  private final Supplier<LocalDateTime> clock;
 
-    private JinjaTemplate(List<Node> nodes, Supplier<LocalDateTime> clock) {
-        this.nodes = nodes;
-        this.clock = clock;
-    }
+  private JinjaTemplate(List<Node> nodes, Supplier<LocalDateTime> clock) {
+    this.nodes = nodes;
+    this.clock = clock;
+  }
 
-    /** @throws TemplateException with the line of the first syntax error */
-    public static JinjaTemplate parse(String source) {
-        return parse(source, LocalDateTime::now);
-    }
+  /** @throws TemplateException with the line of the first syntax error */
+  public static JinjaTemplate parse(String source) {
+    return parse(source, LocalDateTime::now);
+  }
 
-    /** With the clock that {@code strftime_now} reads (tests pin it). */
-    public static JinjaTemplate parse(String source, Supplier<LocalDateTime> clock) {
-        if (source == null) {
-            throw new IllegalArgumentException("template source must not be null");
-        }
-        return new JinjaTemplate(Parser.parse(source), clock);
+  /** With the clock that {@code strftime_now} reads (tests pin it). */
+  public static JinjaTemplate parse(String source, Supplier<LocalDateTime> clock) {
+    if (source == null) {
+      throw new IllegalArgumentException("template source must not be null");
     }
+    return new JinjaTemplate(Parser.parse(source), clock);
+  }
 
-    /**
-     * Renders with {@code context} (strings, numbers, booleans, null, lists and string-keyed maps).
-     *
-     * @throws TemplateException when rendering fails or the template calls {@code raise_exception}
-     */
-    public String render(Map<String, ?> context) {
-        @SuppressWarnings("unchecked")
-        Map<String, Object> ctx = (Map<String, Object>) context;
-        return new Interpreter(new Builtins(clock)).render(nodes, ctx);
-    }
+  /**
+   * Renders with {@code context} (strings, numbers, booleans, null, lists and string-keyed maps).
+   *
+   * @throws TemplateException when rendering fails or the template calls {@code raise_exception}
+   */
+  public String render(Map<String, ?> context) {
+    @SuppressWarnings("unchecked")
+    Map<String, Object> ctx = (Map<String, Object>) context;
+    return new Interpreter(new Builtins(clock)).render(nodes, ctx);
+  }
 }

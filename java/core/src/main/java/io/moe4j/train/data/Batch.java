@@ -7,40 +7,40 @@ package io.moe4j.train.data;
  */
 public record Batch(int[] tokens, int[] targets, int[] taskIds, int batchSize, int seqLen) {
 
-    /** Target value that the loss skips (the value PyTorch's cross-entropy uses). */
-    public static final int IGNORE_INDEX = -100;
+  /** Target value that the loss skips (the value PyTorch's cross-entropy uses). */
+  public static final int IGNORE_INDEX = -100;
 
-    /** Task id of rows that come from plain text. */
-    public static final int NO_TASK = -1;
+  /** Task id of rows that come from plain text. */
+  public static final int NO_TASK = -1;
 
-    public Batch {
-        if (batchSize < 0 || seqLen <= 0) {
-            throw new IllegalArgumentException(
-                    "need batchSize >= 0 and seqLen > 0, got batchSize=" + batchSize + ", seqLen=" + seqLen);
-        }
-        long cells = (long) batchSize * seqLen;
-        if (tokens == null || tokens.length != cells) {
-            throw new IllegalArgumentException("tokens must have batchSize*seqLen = " + cells
-                    + " entries, got " + (tokens == null ? "null" : tokens.length));
-        }
-        if (targets == null || targets.length != cells) {
-            throw new IllegalArgumentException("targets must have batchSize*seqLen = " + cells
-                    + " entries, got " + (targets == null ? "null" : targets.length));
-        }
-        if (taskIds == null || taskIds.length != batchSize) {
-            throw new IllegalArgumentException("taskIds must have batchSize = " + batchSize
-                    + " entries, got " + (taskIds == null ? "null" : taskIds.length));
-        }
+  public Batch {
+    if (batchSize < 0 || seqLen <= 0) {
+      throw new IllegalArgumentException(
+          "need batchSize >= 0 and seqLen > 0, got batchSize=" + batchSize + ", seqLen=" + seqLen);
     }
-
-    /** Number of positions that carry a loss (targets other than {@link #IGNORE_INDEX}). */
-    public int targetCount() {
-        int count = 0;
-        for (int target : targets) {
-            if (target != IGNORE_INDEX) {
-                count++;
-            }
-        }
-        return count;
+    long cells = (long) batchSize * seqLen;
+    if (tokens == null || tokens.length != cells) {
+      throw new IllegalArgumentException("tokens must have batchSize*seqLen = " + cells
+          + " entries, got " + (tokens == null ? "null" : tokens.length));
     }
+    if (targets == null || targets.length != cells) {
+      throw new IllegalArgumentException("targets must have batchSize*seqLen = " + cells
+          + " entries, got " + (targets == null ? "null" : targets.length));
+    }
+    if (taskIds == null || taskIds.length != batchSize) {
+      throw new IllegalArgumentException("taskIds must have batchSize = " + batchSize
+          + " entries, got " + (taskIds == null ? "null" : taskIds.length));
+    }
+  }
+
+  /** Number of positions that carry a loss (targets other than {@link #IGNORE_INDEX}). */
+  public int targetCount() {
+    int count = 0;
+    for (int target : targets) {
+      if (target != IGNORE_INDEX) {
+        count++;
+      }
+    }
+    return count;
+  }
 }

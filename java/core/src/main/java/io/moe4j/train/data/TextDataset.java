@@ -22,153 +22,153 @@ import java.util.List;
  */
 public final class TextDataset implements BatchSource {
 
-    private static final double VALIDATION_FRACTION = 0.1;
+  private static final double VALIDATION_FRACTION = 0.1;
 
-    private final int[] tokens;
-    private final int trainTokens;
-    private final int seqLen;
-    private final SplitMix64 rng;
+  private final int[] tokens;
+  private final int trainTokens;
+  private final int seqLen;
+  private final SplitMix64 rng;
 
-    public TextDataset(List<Path> files, Tokenizer tokenizer, int seqLen, long seed) {
-        if (files == null || files.isEmpty()) {
-            throw new IllegalArgumentException("files must name at least one text file, got " + files);
-        }
-        if (tokenizer == null) {
-            throw new IllegalArgumentException("tokenizer must not be null");
-        }
-        if (seqLen <= 0) {
-            throw new IllegalArgumentException("seqLen must be > 0, got " + seqLen);
-        }
-        this.tokens = readAll(files, tokenizer);
-        this.seqLen = seqLen;
-        int window = seqLen + 1;
-        // Both splits need one whole window.
-        long needed = 2L * window;
-        if (tokens.length < needed) {
-            throw new IllegalArgumentException("files " + files + " hold " + tokens.length
-                    + " tokens; seqLen " + seqLen + " needs at least " + needed
-                    + " (one window of seqLen + 1 tokens for training and one for validation)");
-        }
-        int validation = Math.max((int) Math.ceil(tokens.length * VALIDATION_FRACTION), window);
-        this.trainTokens = tokens.length - validation;
-        this.rng = new SplitMix64(seed);
+  public TextDataset(List<Path> files, Tokenizer tokenizer, int seqLen, long seed) {
+    if (files == null || files.isEmpty()) {
+      throw new IllegalArgumentException("files must name at least one text file, got " + files);
     }
-
-    private static int[] readAll(List<Path> files, Tokenizer tokenizer) {
-        List<int[]> parts = new ArrayList<>(files.size());
-        long total = 0;
-        for (Path file : files) {
-            if (file == null || !Files.isRegularFile(file)) {
-                throw new IllegalArgumentException("text file " + file + " does not exist or is not a file");
-            }
-            String text;
-            try {
-                text = Files.readString(file, StandardCharsets.UTF_8);
-            } catch (MalformedInputException e) {
-                throw new IllegalArgumentException("text file " + file + " is not valid UTF-8 ("
-                        + e.getMessage() + ")", e);
-            } catch (IOException e) {
-                throw new UncheckedIOException("cannot read text file " + file + ": " + e, e);
-            }
-            int[] ids = tokenizer.encode(text);
-            parts.add(ids);
-            total += ids.length + 1L;
-        }
-        if (total - 1 > Integer.MAX_VALUE - 8) {
-            throw new IllegalArgumentException("files " + files + " hold " + (total - 1)
-                    + " tokens; at most " + (Integer.MAX_VALUE - 8) + " fit in one dataset");
-        }
-        int[] all = new int[(int) (total - 1)];
-        int at = 0;
-        for (int i = 0; i < parts.size(); i++) {
-            if (i > 0) {
-                all[at++] = tokenizer.eosId();
-            }
-            System.arraycopy(parts.get(i), 0, all, at, parts.get(i).length);
-            at += parts.get(i).length;
-        }
-        return all;
+    if (tokenizer == null) {
+      throw new IllegalArgumentException("tokenizer must not be null");
     }
-
-    @Override
-    public int seqLen() {
-        return seqLen;
+    if (seqLen <= 0) {
+      throw new IllegalArgumentException("seqLen must be > 0, got " + seqLen);
     }
-
-    /** Tokens in all files together, eos separators included. */
-    public int totalTokens() {
-        return tokens.length;
+    this.tokens = readAll(files, tokenizer);
+    this.seqLen = seqLen;
+    int window = seqLen + 1;
+    // Both splits need one whole window.
+    long needed = 2L * window;
+    if (tokens.length < needed) {
+      throw new IllegalArgumentException("files " + files + " hold " + tokens.length
+          + " tokens; seqLen " + seqLen + " needs at least " + needed
+          + " (one window of seqLen + 1 tokens for training and one for validation)");
     }
+    int validation = Math.max((int) Math.ceil(tokens.length * VALIDATION_FRACTION), window);
+    this.trainTokens = tokens.length - validation;
+    this.rng = new SplitMix64(seed);
+  }
 
-    public int trainTokens() {
-        return trainTokens;
+  private static int[] readAll(List<Path> files, Tokenizer tokenizer) {
+    List<int[]> parts = new ArrayList<>(files.size());
+    long total = 0;
+    for (Path file : files) {
+      if (file == null || !Files.isRegularFile(file)) {
+        throw new IllegalArgumentException("text file " + file + " does not exist or is not a file");
+      }
+      String text;
+      try {
+        text = Files.readString(file, StandardCharsets.UTF_8);
+      } catch (MalformedInputException e) {
+        throw new IllegalArgumentException("text file " + file + " is not valid UTF-8 ("
+            + e.getMessage() + ")", e);
+      } catch (IOException e) {
+        throw new UncheckedIOException("cannot read text file " + file + ": " + e, e);
+      }
+      int[] ids = tokenizer.encode(text);
+      parts.add(ids);
+      total += ids.length + 1L;
     }
+    if (total - 1 > Integer.MAX_VALUE - 8) {
+      throw new IllegalArgumentException("files " + files + " hold " + (total - 1)
+          + " tokens; at most " + (Integer.MAX_VALUE - 8) + " fit in one dataset");
+    }
+    int[] all = new int[(int) (total - 1)];
+    int at = 0;
+    for (int i = 0; i < parts.size(); i++) {
+      if (i > 0) {
+        all[at++] = tokenizer.eosId();
+      }
+      System.arraycopy(parts.get(i), 0, all, at, parts.get(i).length);
+      at += parts.get(i).length;
+    }
+    return all;
+  }
 
-    public int validationTokens() {
-        return tokens.length - trainTokens;
-    }
+  @Override
+  public int seqLen() {
+    return seqLen;
+  }
 
-    /** {@code batchSize} windows starting at uniformly random training positions. */
-    public Batch nextTrainBatch(int batchSize) {
-        if (batchSize <= 0) {
-            throw new IllegalArgumentException("batchSize must be > 0, got " + batchSize);
-        }
-        int starts = trainTokens - seqLen; // windows of seqLen + 1 that fit in the training part
-        int[] inputs = new int[batchSize * seqLen];
-        int[] targets = new int[batchSize * seqLen];
-        for (int row = 0; row < batchSize; row++) {
-            copyWindow(rng.nextInt(starts), inputs, targets, row);
-        }
-        return new Batch(inputs, targets, noTasks(batchSize), batchSize, seqLen);
-    }
+  /** Tokens in all files together, eos separators included. */
+  public int totalTokens() {
+    return tokens.length;
+  }
 
-    /**
-     * The validation part as consecutive windows (each window's last token is the next one's first, so
-     * every validation token after the first is a target exactly once), {@code batchSize} per batch; the
-     * last batch may be smaller. Always the same batches.
-     */
-    public List<Batch> validationBatches(int batchSize) {
-        if (batchSize <= 0) {
-            throw new IllegalArgumentException("batchSize must be > 0, got " + batchSize);
-        }
-        int windows = (validationTokens() - 1) / seqLen;
-        List<Batch> batches = new ArrayList<>();
-        for (int first = 0; first < windows; first += batchSize) {
-            int rows = Math.min(batchSize, windows - first);
-            int[] inputs = new int[rows * seqLen];
-            int[] targets = new int[rows * seqLen];
-            for (int row = 0; row < rows; row++) {
-                copyWindow(trainTokens + (first + row) * seqLen, inputs, targets, row);
-            }
-            batches.add(new Batch(inputs, targets, noTasks(rows), rows, seqLen));
-        }
-        return batches;
-    }
+  public int trainTokens() {
+    return trainTokens;
+  }
 
-    private void copyWindow(int start, int[] inputs, int[] targets, int row) {
-        System.arraycopy(tokens, start, inputs, row * seqLen, seqLen);
-        System.arraycopy(tokens, start + 1, targets, row * seqLen, seqLen);
-    }
+  public int validationTokens() {
+    return tokens.length - trainTokens;
+  }
 
-    private static int[] noTasks(int rows) {
-        int[] ids = new int[rows];
-        Arrays.fill(ids, Batch.NO_TASK);
-        return ids;
+  /** {@code batchSize} windows starting at uniformly random training positions. */
+  public Batch nextTrainBatch(int batchSize) {
+    if (batchSize <= 0) {
+      throw new IllegalArgumentException("batchSize must be > 0, got " + batchSize);
     }
+    int starts = trainTokens - seqLen; // windows of seqLen + 1 that fit in the training part
+    int[] inputs = new int[batchSize * seqLen];
+    int[] targets = new int[batchSize * seqLen];
+    for (int row = 0; row < batchSize; row++) {
+      copyWindow(rng.nextInt(starts), inputs, targets, row);
+    }
+    return new Batch(inputs, targets, noTasks(batchSize), batchSize, seqLen);
+  }
 
-    /** Training batches: the same as {@link #nextTrainBatch}. */
-    @Override
-    public Batch nextBatch(int batchSize) {
-        return nextTrainBatch(batchSize);
+  /**
+   * The validation part as consecutive windows (each window's last token is the next one's first, so
+   * every validation token after the first is a target exactly once), {@code batchSize} per batch; the
+   * last batch may be smaller. Always the same batches.
+   */
+  public List<Batch> validationBatches(int batchSize) {
+    if (batchSize <= 0) {
+      throw new IllegalArgumentException("batchSize must be > 0, got " + batchSize);
     }
+    int windows = (validationTokens() - 1) / seqLen;
+    List<Batch> batches = new ArrayList<>();
+    for (int first = 0; first < windows; first += batchSize) {
+      int rows = Math.min(batchSize, windows - first);
+      int[] inputs = new int[rows * seqLen];
+      int[] targets = new int[rows * seqLen];
+      for (int row = 0; row < rows; row++) {
+        copyWindow(trainTokens + (first + row) * seqLen, inputs, targets, row);
+      }
+      batches.add(new Batch(inputs, targets, noTasks(rows), rows, seqLen));
+    }
+    return batches;
+  }
 
-    @Override
-    public long position() {
-        return rng.state();
-    }
+  private void copyWindow(int start, int[] inputs, int[] targets, int row) {
+    System.arraycopy(tokens, start, inputs, row * seqLen, seqLen);
+    System.arraycopy(tokens, start + 1, targets, row * seqLen, seqLen);
+  }
 
-    @Override
-    public void restore(long position) {
-        rng.restore(position);
-    }
+  private static int[] noTasks(int rows) {
+    int[] ids = new int[rows];
+    Arrays.fill(ids, Batch.NO_TASK);
+    return ids;
+  }
+
+  /** Training batches: the same as {@link #nextTrainBatch}. */
+  @Override
+  public Batch nextBatch(int batchSize) {
+    return nextTrainBatch(batchSize);
+  }
+
+  @Override
+  public long position() {
+    return rng.state();
+  }
+
+  @Override
+  public void restore(long position) {
+    rng.restore(position);
+  }
 }
