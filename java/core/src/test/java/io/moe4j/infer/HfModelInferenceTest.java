@@ -157,6 +157,27 @@ class HfModelInferenceTest {
   }
 
   @Test
+  void expertChoiceCheckpointsDecodeWithTheCausalFallback() {
+    ModelConfig c = config(ModelConfig.Architecture.MIXTRAL).withRouting(ModelConfig.Routing.EXPERT_CHOICE, 2f);
+    Path saved = save(c, DType.F32, 12);
+    try (LoadedModel loaded = LoadedModel.load(saved, backend, DType.F32)) {
+      assertEquals(ModelConfig.Routing.EXPERT_CHOICE, loaded.config().routing());
+      MoeTransformer model = loaded.model();
+      int[] seq = prompt();
+      List<Completion> out = new TextGenerator(model, new ByteTokenizer(), TextGenerator.bosThenText(new ByteTokenizer()))
+          .generateIds(new int[][] {seq}, new GenerationOptions(6, Set.of(), List.of(), SamplingOptions.greedy()), null);
+      // the cached decode and a full (causal-routing) forward pick the same tokens
+      for (int next : out.get(0).tokens()) {
+        float[] logits = model.logits(seq, 1, seq.length);
+        int v = model.config().vocabSize();
+        assertEquals(Sampler.argmax(java.util.Arrays.copyOfRange(logits, (seq.length - 1) * v, seq.length * v)), next);
+        seq = java.util.Arrays.copyOf(seq, seq.length + 1);
+        seq[seq.length - 1] = next;
+      }
+    }
+  }
+
+  @Test
   void shardedAndSingleFileDirectoriesAgree() throws IOException {
     ModelConfig c = config(ModelConfig.Architecture.MIXTRAL);
     Path single = save(c, DType.BF16, 8);
