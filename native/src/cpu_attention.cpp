@@ -37,6 +37,7 @@
 
 #include "attention_args.h"
 #include "attention_tiles.h"
+#include "cpu_attention_kernels.h"
 #include "cpu_common.h"
 #include "softmax_math.h"
 
@@ -53,6 +54,7 @@ struct Shape {
   bool causal;
   int64_t window; /* as given; each sequence normalizes it to its length (Seq::w) */
   float scale;
+  bool wide; /* forward tile kernels: AVX-512 (true) or portable (attn_wide()) */
   int64_t group() const { return hq / hkv; }
 };
 
@@ -178,6 +180,22 @@ struct Scratch {
 
 /* ---- forward ---- */
 
+/* Masks s[0, 64) of one score row to [lo, hi) (outside: -inf), scales the rest, returns the max
+ * (exact, so the order of the comparisons does not matter; NaN scores are ignored as by fmaxf). */
+MOE4J_SIMD_CLONES float mask_scale_max(float *__restrict__ s, int lo, int hi, float scale) {
+  float mx = -INFINITY;
+  for (int c = 0; c < Bc; c++) {
+    const float x = c >= lo && c < hi ? scale * s[c] : -INFINITY;
+    s[c] = x;
+    mx = fmaxf(mx, x);
+  }
+  return mx;
+}
+
+MOE4J_SIMD_CLONES void scale_row(float *__restrict__ o, int64_t D, float alpha) {
+  for (int64_t d = 0; d < D; d++) o[d] *= alpha;
+}
+
 template <typename T>
 void forward_item(const T *q, const T *k, const T *v, T *out, float *lse, const Shape &sh,
                   const Seq &sq, int64_t h, int64_t qt, float *buf) {
@@ -186,6 +204,7 @@ void forward_item(const T *q, const T *k, const T *v, T *out, float *lse, const 
   float *qf = buf, *o = qf + Br * D, *kt = o + Br * D, *vf = kt + D * Bc, *s = vf + Bc * D;
   float *lse_h = lse + sq.lse_row(sh, h);
   SoftmaxStats st[Br];
+  int lo[Br], hi[Br];
   load_rows(q, qf, sq, q0, nr, h, sh, sh.hq);
   for (int64_t i = 0; i < (int64_t)nr * D; i++) o[i] = 0.0f;
   for (int r = 0; r < nr; r++) st[r] = softmax_stats_empty();
@@ -195,27 +214,40 @@ void forward_item(const T *q, const T *k, const T *v, T *out, float *lse, const 
     const int nc = rows_of(k0, sq.len, Bc);
     load_rows_t(k, kt, sq, k0, nc, kvh, sh, sh.hkv);
     load_rows(v, vf, sq, k0, nc, kvh, sh, sh.hkv);
-    tile_dot(qf, kt, s, nr, D);
-    for (int r = 0; r < nr; r++) {
+    attn::scores(sh.wide, qf, kt, s, nr, D);
+    for (int r = 0; r < nr; r++) { /* keys row i may attend: one range [lo, hi) of the tile */
       const int64_t i = q0 + r;
+      int64_t a = 0, b = nc;
+      if (sh.causal && i + 1 - k0 < b) b = i + 1 - k0;
+      if (sq.w > 0 && i - sq.w + 1 - k0 > a) a = i - sq.w + 1 - k0;
+      lo[r] = (int)(a < b ? a : 0);
+      hi[r] = (int)(a < b ? b : 0);
+    }
+    for (int r = 0; r < nr; r++) {
       float *sr = s + r * Bc;
-      float tile_max = -INFINITY;
-      for (int c = 0; c < nc; c++) {
-        sr[c] = attn_allowed(i, k0 + c, sh.causal, sq.w) ? sh.scale * sr[c] : -INFINITY;
-        tile_max = fmaxf(tile_max, sr[c]);
-      }
+      const float tile_max = mask_scale_max(sr, lo[r], hi[r], sh.scale);
       const float m = fmaxf(st[r].max, tile_max);
       const float alpha = softmax_rescale(st[r].max, m);
-      st[r].sum *= alpha;
+      if (alpha != 1.0f) scale_row(o + r * D, D, alpha);
+      const float tile_sum = attn::exp_row(sh.wide, sr, m);
+      st[r].sum = st[r].sum * alpha + tile_sum;
       st[r].max = m;
-      if (alpha != 1.0f)
-        for (int64_t d = 0; d < D; d++) o[r * D + d] *= alpha;
-      for (int c = 0; c < nc; c++) {
-        sr[c] = softmax_exp(sr[c], m);
-        st[r].sum += sr[c];
+    }
+    /* P V runs over blocks of 4 rows with the union of their key ranges (p is an exact 0
+     * outside a row's own range); both variants use the same ranges, so they agree bitwise. */
+    for (int r = 0; r + 4 <= nr; r += 4) {
+      int a = hi[r] > lo[r] ? lo[r] : Bc, b = hi[r] > lo[r] ? hi[r] : 0;
+      for (int j = r + 1; j < r + 4; j++)
+        if (hi[j] > lo[j]) {
+          a = lo[j] < a ? lo[j] : a;
+          b = hi[j] > b ? hi[j] : b;
+        }
+      for (int j = r; j < r + 4; j++) {
+        lo[j] = a < b ? a : 0;
+        hi[j] = a < b ? b : 0;
       }
     }
-    tile_pv(s, vf, o, nr, nc, D);
+    attn::pv(sh.wide, s, vf, o, nr, D, lo, hi);
   }
   for (int r = 0; r < nr; r++) {
     const float sum = st[r].sum;
@@ -405,7 +437,8 @@ int32_t moe4j_cpu_attention_forward(int32_t dtype, const void *q, const void *k,
   if (chk.failed()) return chk.status();
   if (batch * seq == 0) return MOE4J_OK; /* varlen: batch 0 forces T = 0 */
   Plan plan;
-  plan.sh = Shape{seq, q_heads, kv_heads, head_dim, causal != 0, window, scale};
+  plan.sh = Shape{seq, q_heads, kv_heads, head_dim, causal != 0,
+                  window, scale, attn::attn_wide()};
   Scratch scratch;
   if (!plan.build(cu_seqlens, batch) || !scratch.alloc(forward_scratch_floats(head_dim)))
     return fail(MOE4J_ERR_OUT_OF_MEMORY, "%s: cannot allocate the tile list and tile buffers", fn);
@@ -442,7 +475,8 @@ int32_t moe4j_cpu_attention_backward(int32_t dtype, const void *q, const void *k
   if (chk.failed()) return chk.status();
   if (batch * seq == 0) return MOE4J_OK;
   Plan plan;
-  plan.sh = Shape{seq, q_heads, kv_heads, head_dim, causal != 0, window, scale};
+  plan.sh = Shape{seq, q_heads, kv_heads, head_dim, causal != 0,
+                  window, scale, attn::attn_wide()};
   Scratch scratch;
   if (!plan.build(cu_seqlens, batch) || !scratch.alloc(backward_scratch_floats(head_dim)))
     return fail(MOE4J_ERR_OUT_OF_MEMORY, "%s: cannot allocate the tile list and tile buffers", fn);

@@ -1,0 +1,282 @@
+/*
+ * Tile kernels of the CPU flash-attention forward (cpu_attention.cpp): the score tile S = Q K^T,
+ * the row step p = exp(s - max) with the tile's row sum, and O += P V.
+ *
+ * Two variants, chosen per call (attn_wide()): AVX-512 intrinsics, register-blocked over 4 query
+ * rows x 64 columns (16 zmm accumulators), and a portable one written with fmaf in plain loops
+ * (MOE4J_SIMD_CLONES, so the x86-64-v3 clone still vectorizes it; the baseline clone calls fmaf).
+ * They give bitwise the same numbers: every product element is one fused multiply-add chain in a
+ * fixed order (S: over d ascending from 0; O: over the keys c ascending, starting from the current
+ * O), the exponential is the same sequence of IEEE operations in both (below), and the row sum is
+ * the same fixed 16-lane tree. MOE4J_CPU_ATTN_VARIANT=portable forces the portable variant
+ * (tests compare the two bitwise; read at every call, so a test can switch it).
+ *
+ * exp: Cody-Waite range reduction x = n ln2 + r, |r| <= ln2/2 (n = round(x log2 e) by the 1.5*2^23
+ * trick, ln2 split in a 16-bit head and a tail, both steps fused), a degree-7 Taylor polynomial
+ * in Horner form with fmaf (truncation error < 6e-9 relative) and the exact scaling by 2^n built
+ * in the exponent bits. Measured against double exp over [-87, 0]: see test_attention
+ * (vector_exp_is_accurate_and_identical_in_both_variants, bound 2.5e-7 relative, i.e. ~2 ulp).
+ * Domain: x = s - max <= 0 (max is the row max, so this always holds here); x < -88 is clamped
+ * to -88, which gives n = -127 and an exact 0 — results below 2^-126 (exp(x) < 1.2e-38, weight
+ * < 1e-38 of the row max) are flushed to 0. A NaN x propagates; s == -inf (masked) gives 0.
+ */
+#pragma once
+#include <immintrin.h>
+#include <math.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "cpu_common.h"
+
+namespace moe4j {
+namespace attn {
+
+constexpr int kCols = 64; /* columns of a score tile (== kAttnBlockK) */
+
+constexpr float kLog2e = 1.44269504088896341f;
+constexpr float kMagic = 12582912.0f; /* 1.5 * 2^23: adding it rounds to an integer */
+constexpr float kLn2Hi = 0.693145751953125f;
+constexpr float kLn2Lo = 1.428606765330187045e-06f;
+constexpr float kExpMin = -88.0f;
+constexpr float kC2 = 0.5f, kC3 = 1.0f / 6, kC4 = 1.0f / 24, kC5 = 1.0f / 120, kC6 = 1.0f / 720,
+                kC7 = 1.0f / 5040;
+
+/* True: the AVX-512 variant; false: portable. */
+inline bool attn_wide() {
+  const char *force = getenv("MOE4J_CPU_ATTN_VARIANT");
+  if (force != nullptr && strcmp(force, "portable") == 0) return false;
+  return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512dq") &&
+         __builtin_cpu_supports("fma");
+}
+
+/* ---- portable ---------------------------------------------------------------------------- */
+
+inline float bits_to_f32(uint32_t u) {
+  float f;
+  memcpy(&f, &u, sizeof f);
+  return f;
+}
+inline uint32_t f32_to_bits(float f) {
+  uint32_t u;
+  memcpy(&u, &f, sizeof u);
+  return u;
+}
+
+/* exp(s - m) as described in the header comment; 0 for s == -inf. */
+inline float exp_shifted(float s, float m) {
+  float x = s - m;
+  x = kExpMin > x ? kExpMin : x; /* NaN compares false and stays NaN */
+  const float t = fmaf(x, kLog2e, kMagic);
+  const float n = t - kMagic;
+  float r = fmaf(n, -kLn2Hi, x);
+  r = fmaf(n, -kLn2Lo, r);
+  float p = fmaf(kC7, r, kC6);
+  p = fmaf(p, r, kC5);
+  p = fmaf(p, r, kC4);
+  p = fmaf(p, r, kC3);
+  p = fmaf(p, r, kC2);
+  p = fmaf(p, r, 1.0f);
+  p = fmaf(p, r, 1.0f);
+  const uint32_t scale = (f32_to_bits(t) - f32_to_bits(kMagic) + 127u) << 23;
+  const float e = p * bits_to_f32(scale);
+  return s == -INFINITY ? 0.0f : e;
+}
+
+/* The fixed row-sum tree: lane l = ((v[l] + v[l+16]) + v[l+32]) + v[l+48], then halves. */
+inline float tree_sum_portable(const float *v) {
+  float lane[16];
+  for (int l = 0; l < 16; l++) lane[l] = ((v[l] + v[l + 16]) + v[l + 32]) + v[l + 48];
+  for (int w = 8; w >= 1; w /= 2)
+    for (int l = 0; l < w; l++) lane[l] = lane[l] + lane[l + w];
+  return lane[0];
+}
+
+MOE4J_SIMD_CLONES inline float exp_row_portable(float *__restrict__ s, float m) {
+  for (int c = 0; c < kCols; c++) s[c] = exp_shifted(s[c], m);
+  return tree_sum_portable(s);
+}
+
+/* s[r * 64 + c] = Σ_d q[r * D + d] kt[d * 64 + c] (fma chain over d). */
+MOE4J_SIMD_CLONES inline void scores_portable(const float *__restrict__ q,
+                                              const float *__restrict__ kt, float *__restrict__ s,
+                                              int rows, int64_t D) {
+  for (int r = 0; r < rows; r++) {
+    float acc[kCols];
+    for (int c = 0; c < kCols; c++) acc[c] = 0.0f;
+    for (int64_t d = 0; d < D; d++) {
+      const float x = q[r * D + d];
+      const float *b = kt + d * kCols;
+      for (int c = 0; c < kCols; c++) acc[c] = fmaf(x, b[c], acc[c]);
+    }
+    for (int c = 0; c < kCols; c++) s[r * kCols + c] = acc[c];
+  }
+}
+
+/* o[r * D + :] = fma chain over c in [lo_r, hi_r) of p[r * 64 + c] * v[c * D + :]. */
+MOE4J_SIMD_CLONES inline void pv_portable(const float *__restrict__ p, const float *__restrict__ v,
+                                          float *__restrict__ o, int rows, int64_t D,
+                                          const int *lo, const int *hi) {
+  for (int r = 0; r < rows; r++) {
+    float *orow = o + r * D;
+    for (int c = lo[r]; c < hi[r]; c++) {
+      const float a = p[r * kCols + c];
+      const float *vc = v + c * D;
+      for (int64_t d = 0; d < D; d++) orow[d] = fmaf(a, vc[d], orow[d]);
+    }
+  }
+}
+
+/* ---- AVX-512 ----------------------------------------------------------------------------- */
+
+#define MOE4J_ATTN_AVX512 __attribute__((target("avx512f,avx512dq,avx512vl,avx2,fma")))
+
+/* GCC 12 reports the deliberately undefined pass-through operand inside its own AVX-512
+ * intrinsic headers (_mm512_undefined_*) as uninitialized; a known false positive. */
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#pragma GCC diagnostic ignored "-Wuninitialized"
+
+MOE4J_ATTN_AVX512 inline float exp_row_avx512(float *s, float m) {
+  const __m512 vm = _mm512_set1_ps(m), vmin = _mm512_set1_ps(kExpMin),
+               vlog2e = _mm512_set1_ps(kLog2e), vmagic = _mm512_set1_ps(kMagic),
+               vln2hi = _mm512_set1_ps(-kLn2Hi), vln2lo = _mm512_set1_ps(-kLn2Lo),
+               ninf = _mm512_set1_ps(-INFINITY);
+  const __m512i magic_bits = _mm512_set1_epi32((int)f32_to_bits(kMagic) - 127);
+  __m512 e[4];
+  for (int j = 0; j < 4; j++) {
+    const __m512 sv = _mm512_loadu_ps(s + 16 * j);
+    const __m512 x = _mm512_max_ps(vmin, _mm512_sub_ps(sv, vm)); /* (min > x) ? min : x */
+    const __m512 t = _mm512_fmadd_ps(x, vlog2e, vmagic);
+    const __m512 n = _mm512_sub_ps(t, vmagic);
+    __m512 r = _mm512_fmadd_ps(n, vln2hi, x);
+    r = _mm512_fmadd_ps(n, vln2lo, r);
+    __m512 p = _mm512_fmadd_ps(_mm512_set1_ps(kC7), r, _mm512_set1_ps(kC6));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(kC5));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(kC4));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(kC3));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(kC2));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f));
+    const __m512i sc =
+        _mm512_slli_epi32(_mm512_sub_epi32(_mm512_castps_si512(t), magic_bits), 23);
+    __m512 ev = _mm512_mul_ps(p, _mm512_castsi512_ps(sc));
+    const __mmask16 masked = _mm512_cmp_ps_mask(sv, ninf, _CMP_EQ_OQ);
+    ev = _mm512_mask_mov_ps(ev, masked, _mm512_setzero_ps());
+    _mm512_storeu_ps(s + 16 * j, ev);
+    e[j] = ev;
+  }
+  const __m512 v = _mm512_add_ps(_mm512_add_ps(_mm512_add_ps(e[0], e[1]), e[2]), e[3]);
+  const __m256 t8 = _mm256_add_ps(_mm512_castps512_ps256(v), _mm512_extractf32x8_ps(v, 1));
+  const __m128 t4 = _mm_add_ps(_mm256_castps256_ps128(t8), _mm256_extractf128_ps(t8, 1));
+  const __m128 t2 = _mm_add_ps(t4, _mm_movehl_ps(t4, t4));
+  const __m128 t1 = _mm_add_ss(t2, _mm_shuffle_ps(t2, t2, 1));
+  return _mm_cvtss_f32(t1);
+}
+
+template <int R>
+MOE4J_ATTN_AVX512 inline void scores_block_avx512(const float *q, const float *kt, float *s,
+                                                  int64_t D) {
+  __m512 acc[R][4];
+  for (int i = 0; i < R; i++)
+    for (int j = 0; j < 4; j++) acc[i][j] = _mm512_setzero_ps();
+  for (int64_t d = 0; d < D; d++) {
+    const float *b = kt + d * kCols;
+    const __m512 b0 = _mm512_loadu_ps(b), b1 = _mm512_loadu_ps(b + 16),
+                 b2 = _mm512_loadu_ps(b + 32), b3 = _mm512_loadu_ps(b + 48);
+#pragma GCC unroll 8
+    for (int i = 0; i < R; i++) {
+      const __m512 a = _mm512_set1_ps(q[i * D + d]);
+      acc[i][0] = _mm512_fmadd_ps(a, b0, acc[i][0]);
+      acc[i][1] = _mm512_fmadd_ps(a, b1, acc[i][1]);
+      acc[i][2] = _mm512_fmadd_ps(a, b2, acc[i][2]);
+      acc[i][3] = _mm512_fmadd_ps(a, b3, acc[i][3]);
+    }
+  }
+  for (int i = 0; i < R; i++)
+    for (int j = 0; j < 4; j++) _mm512_storeu_ps(s + i * kCols + 16 * j, acc[i][j]);
+}
+
+MOE4J_ATTN_AVX512 inline void scores_avx512(const float *q, const float *kt, float *s, int rows,
+                                            int64_t D) {
+  int r = 0;
+  for (; r + 6 <= rows; r += 6) scores_block_avx512<6>(q + r * D, kt, s + r * kCols, D);
+  for (; r + 2 <= rows; r += 2) scores_block_avx512<2>(q + r * D, kt, s + r * kCols, D);
+  for (; r < rows; r++) scores_block_avx512<1>(q + r * D, kt, s + r * kCols, D);
+}
+
+/* R rows x 16*NV columns of O starting at column j0; keys [clo, chi) (the union of the rows'
+ * ranges: outside its own range a row's p is an exact 0, and fma(0, v, o) == o for finite v). */
+template <int R, int NV>
+MOE4J_ATTN_AVX512 inline void pv_block_avx512(const float *p, const float *v, float *o,
+                                              int64_t D, int64_t j0, int clo, int chi) {
+  __m512 acc[R][NV];
+  for (int i = 0; i < R; i++)
+    for (int j = 0; j < NV; j++) acc[i][j] = _mm512_loadu_ps(o + i * D + j0 + 16 * j);
+  for (int c = clo; c < chi; c++) {
+    const float *vc = v + c * D + j0;
+    __m512 b[NV];
+    for (int j = 0; j < NV; j++) b[j] = _mm512_loadu_ps(vc + 16 * j);
+#pragma GCC unroll 8
+    for (int i = 0; i < R; i++) {
+      const __m512 a = _mm512_set1_ps(p[i * kCols + c]);
+      for (int j = 0; j < NV; j++) acc[i][j] = _mm512_fmadd_ps(a, b[j], acc[i][j]);
+    }
+  }
+  for (int i = 0; i < R; i++)
+    for (int j = 0; j < NV; j++) _mm512_storeu_ps(o + i * D + j0 + 16 * j, acc[i][j]);
+}
+
+template <int R>
+MOE4J_ATTN_AVX512 inline void pv_rows_avx512(const float *p, const float *v, float *o, int64_t D,
+                                             const int *lo, const int *hi) {
+  int clo = lo[0], chi = hi[0];
+  for (int i = 1; i < R; i++) {
+    clo = lo[i] < clo ? lo[i] : clo;
+    chi = hi[i] > chi ? hi[i] : chi;
+  }
+  if (clo >= chi) return;
+  int64_t j0 = 0;
+  for (; j0 + 64 <= D; j0 += 64) pv_block_avx512<R, 4>(p, v, o, D, j0, clo, chi);
+  for (; j0 + 16 <= D; j0 += 16) pv_block_avx512<R, 1>(p, v, o, D, j0, clo, chi);
+  for (int i = 0; i < R; i++) /* column tail: the same chains, one element at a time */
+    for (int64_t d = j0; d < D; d++) {
+      float acc = o[i * D + d];
+      for (int c = clo; c < chi; c++) acc = fmaf(p[i * kCols + c], v[c * D + d], acc);
+      o[i * D + d] = acc;
+    }
+}
+
+MOE4J_ATTN_AVX512 inline void pv_avx512(const float *p, const float *v, float *o, int rows,
+                                        int64_t D, const int *lo, const int *hi) {
+  int r = 0;
+  for (; r + 4 <= rows; r += 4)
+    pv_rows_avx512<4>(p + r * kCols, v, o + r * D, D, lo + r, hi + r);
+  for (; r < rows; r++) pv_rows_avx512<1>(p + r * kCols, v, o + r * D, D, lo + r, hi + r);
+}
+
+#pragma GCC diagnostic pop
+
+/* ---- dispatch ---------------------------------------------------------------------------- */
+
+inline void scores(bool wide, const float *q, const float *kt, float *s, int rows, int64_t D) {
+  if (wide)
+    scores_avx512(q, kt, s, rows, D);
+  else
+    scores_portable(q, kt, s, rows, D);
+}
+
+inline float exp_row(bool wide, float *s, float m) {
+  return wide ? exp_row_avx512(s, m) : exp_row_portable(s, m);
+}
+
+inline void pv(bool wide, const float *p, const float *v, float *o, int rows, int64_t D,
+               const int *lo, const int *hi) {
+  if (wide)
+    pv_avx512(p, v, o, rows, D, lo, hi);
+  else
+    pv_portable(p, v, o, rows, D, lo, hi);
+}
+
+}  // namespace attn
+}  // namespace moe4j
