@@ -180,20 +180,25 @@ struct Scratch {
 
 /* ---- forward ---- */
 
-/* Masks s[0, 64) of one score row to [lo, hi) (outside: -inf), scales the rest, returns the max
- * (exact, so the order of the comparisons does not matter; NaN scores are ignored as by fmaxf). */
-MOE4J_SIMD_CLONES float mask_scale_max(float *__restrict__ s, int lo, int hi, float scale) {
-  float mx = -INFINITY;
-  for (int c = 0; c < Bc; c++) {
-    const float x = c >= lo && c < hi ? scale * s[c] : -INFINITY;
-    s[c] = x;
-    mx = fmaxf(mx, x);
-  }
-  return mx;
-}
-
 MOE4J_SIMD_CLONES void scale_row(float *__restrict__ o, int64_t D, float alpha) {
   for (int64_t d = 0; d < D; d++) o[d] *= alpha;
+}
+
+/* Rows [t0, t0 + n) of sequence sq, head h as f32 rows: the tensor itself for f32 (row stride
+ * heads * D, no copy), else widened into buf (stride D). Returns the rows, *ld their stride. */
+template <typename T>
+const float *f32_rows(const T *src, float *buf, const Seq &sq, int64_t t0, int n, int64_t h,
+                      const Shape &sh, int64_t heads, int64_t *ld) {
+  if constexpr (sizeof(T) == sizeof(float)) {
+    (void)buf;
+    (void)n;
+    *ld = heads * sh.d;
+    return (const float *)src + ((sq.start + t0) * heads + h) * sh.d;
+  } else {
+    load_rows(src, buf, sq, t0, n, h, sh, heads);
+    *ld = sh.d;
+    return buf;
+  }
 }
 
 template <typename T>
@@ -201,38 +206,35 @@ void forward_item(const T *q, const T *k, const T *v, T *out, float *lse, const 
                   const Seq &sq, int64_t h, int64_t qt, float *buf) {
   const int64_t D = sh.d, q0 = qt * Br, kvh = h / sh.group();
   const int nr = rows_of(q0, sq.len, Br);
-  float *qf = buf, *o = qf + Br * D, *kt = o + Br * D, *vf = kt + D * Bc, *s = vf + Bc * D;
+  float *qt_f = buf, *o = qt_f + D * Br, *kf = o + Br * D, *vf = kf + Bc * D, *st = vf + Bc * D;
   float *lse_h = lse + sq.lse_row(sh, h);
-  SoftmaxStats st[Br];
+  float mx[Br], sum[Br], alpha[Br];
   int lo[Br], hi[Br];
-  load_rows(q, qf, sq, q0, nr, h, sh, sh.hq);
+  load_rows_t(q, qt_f, sq, q0, nr, h, sh, sh.hq); /* Q^T [D][Br], rows >= nr zero */
   for (int64_t i = 0; i < (int64_t)nr * D; i++) o[i] = 0.0f;
-  for (int r = 0; r < nr; r++) st[r] = softmax_stats_empty();
+  for (int r = 0; r < Br; r++) {
+    mx[r] = -INFINITY;
+    sum[r] = 0.0f;
+  }
   const AttnRange tiles = attn_key_tiles(qt, sq.len, sh.causal, sq.w);
   for (int64_t ktile = tiles.begin; ktile < tiles.end; ktile++) {
     const int64_t k0 = ktile * Bc;
     const int nc = rows_of(k0, sq.len, Bc);
-    load_rows_t(k, kt, sq, k0, nc, kvh, sh, sh.hkv);
-    load_rows(v, vf, sq, k0, nc, kvh, sh, sh.hkv);
-    attn::scores(sh.wide, qf, kt, s, nr, D);
-    for (int r = 0; r < nr; r++) { /* keys row i may attend: one range [lo, hi) of the tile */
+    int64_t ldk = 0, ldv = 0;
+    const float *kr = f32_rows(k, kf, sq, k0, nc, kvh, sh, sh.hkv, &ldk);
+    const float *vr = f32_rows(v, vf, sq, k0, nc, kvh, sh, sh.hkv, &ldv);
+    attn::scores(sh.wide, kr, ldk, qt_f, st, nc, D); /* S^T [nc][Br] */
+    for (int r = 0; r < Br; r++) { /* keys row i may attend: one range [lo, hi) of the tile */
       const int64_t i = q0 + r;
-      int64_t a = 0, b = nc;
+      int64_t a = 0, b = r < nr ? nc : 0;
       if (sh.causal && i + 1 - k0 < b) b = i + 1 - k0;
       if (sq.w > 0 && i - sq.w + 1 - k0 > a) a = i - sq.w + 1 - k0;
       lo[r] = (int)(a < b ? a : 0);
       hi[r] = (int)(a < b ? b : 0);
     }
-    for (int r = 0; r < nr; r++) {
-      float *sr = s + r * Bc;
-      const float tile_max = mask_scale_max(sr, lo[r], hi[r], sh.scale);
-      const float m = fmaxf(st[r].max, tile_max);
-      const float alpha = softmax_rescale(st[r].max, m);
-      if (alpha != 1.0f) scale_row(o + r * D, D, alpha);
-      const float tile_sum = attn::exp_row(sh.wide, sr, m);
-      st[r].sum = st[r].sum * alpha + tile_sum;
-      st[r].max = m;
-    }
+    attn::softmax_tile(st, nc, lo, hi, sh.scale, mx, sum, alpha);
+    for (int r = 0; r < nr; r++)
+      if (alpha[r] != 1.0f) scale_row(o + r * D, D, alpha[r]);
     /* P V runs over blocks of 4 rows with the union of their key ranges (p is an exact 0
      * outside a row's own range); both variants use the same ranges, so they agree bitwise. */
     for (int r = 0; r + 4 <= nr; r += 4) {
@@ -247,17 +249,16 @@ void forward_item(const T *q, const T *k, const T *v, T *out, float *lse, const 
         hi[j] = a < b ? b : 0;
       }
     }
-    attn::pv(sh.wide, s, vf, o, nr, D, lo, hi);
+    attn::pv(sh.wide, st, vr, ldv, o, nr, D, lo, hi);
   }
   for (int r = 0; r < nr; r++) {
-    const float sum = st[r].sum;
     float *orow = o + r * D;
-    if (sum == 0.0f) { /* no key: out = 0, lse = -inf */
+    if (sum[r] == 0.0f) { /* no key: out = 0, lse = -inf */
       for (int64_t d = 0; d < D; d++) orow[d] = 0.0f;
       lse_h[q0 + r] = -INFINITY;
     } else {
-      for (int64_t d = 0; d < D; d++) orow[d] = orow[d] / sum;
-      lse_h[q0 + r] = softmax_lse(st[r]);
+      for (int64_t d = 0; d < D; d++) orow[d] = orow[d] / sum[r];
+      lse_h[q0 + r] = softmax_lse(SoftmaxStats{mx[r], sum[r]});
     }
   }
   store_rows(o, out, sq, q0, nr, h, sh, sh.hq, 1.0f);

@@ -83,45 +83,67 @@ inline float exp_shifted(float s, float m) {
   return s == -INFINITY ? 0.0f : e;
 }
 
-/* The fixed row-sum tree: lane l = ((v[l] + v[l+16]) + v[l+32]) + v[l+48], then halves. */
-inline float tree_sum_portable(const float *v) {
-  float lane[16];
-  for (int l = 0; l < 16; l++) lane[l] = ((v[l] + v[l + 16]) + v[l + 32]) + v[l + 48];
-  for (int w = 8; w >= 1; w /= 2)
-    for (int l = 0; l < w; l++) lane[l] = lane[l] + lane[l + w];
-  return lane[0];
+/* One key tile of the online softmax for 64 query rows, on the transposed scores
+ * st[c * 64 + r] (c < nc): outside [lo[r], hi[r]) -inf, else scale * s; the running max mx[r] is
+ * raised to the tile max (alpha[r] = exp(old - new), exactly 1 when unchanged), st becomes
+ * p = exp(s - max) and sum[r] = sum[r] * alpha[r] + (p[0] + p[1] + ... in key order). Vectorized
+ * over the rows, so each row's sum is one chain in key order in every variant. */
+MOE4J_SIMD_CLONES inline void softmax_tile(float *__restrict__ st, int nc,
+                                           const int *__restrict__ lo, const int *__restrict__ hi,
+                                           float scale, float *__restrict__ mx,
+                                           float *__restrict__ sum, float *__restrict__ alpha) {
+  float tmax[kCols], ts[kCols];
+  for (int r = 0; r < kCols; r++) tmax[r] = -INFINITY;
+  for (int c = 0; c < nc; c++) {
+    float *sc = st + c * kCols;
+    for (int r = 0; r < kCols; r++) {
+      const float x = c >= lo[r] && c < hi[r] ? scale * sc[r] : -INFINITY;
+      sc[r] = x;
+      tmax[r] = x > tmax[r] ? x : tmax[r]; /* a NaN score is ignored here, as by fmaxf */
+    }
+  }
+  for (int r = 0; r < kCols; r++) {
+    const float m = tmax[r] > mx[r] ? tmax[r] : mx[r];
+    alpha[r] = mx[r] == m ? 1.0f : exp_shifted(mx[r], m);
+    mx[r] = m;
+    ts[r] = 0.0f;
+  }
+  for (int c = 0; c < nc; c++) {
+    float *sc = st + c * kCols;
+    for (int r = 0; r < kCols; r++) {
+      const float p = exp_shifted(sc[r], mx[r]);
+      sc[r] = p;
+      ts[r] += p;
+    }
+  }
+  for (int r = 0; r < kCols; r++) sum[r] = sum[r] * alpha[r] + ts[r];
 }
 
-MOE4J_SIMD_CLONES inline float exp_row_portable(float *__restrict__ s, float m) {
-  for (int c = 0; c < kCols; c++) s[c] = exp_shifted(s[c], m);
-  return tree_sum_portable(s);
-}
-
-/* s[r * 64 + c] = Σ_d q[r * D + d] kt[d * 64 + c] (fma chain over d). */
-MOE4J_SIMD_CLONES inline void scores_portable(const float *__restrict__ q,
-                                              const float *__restrict__ kt, float *__restrict__ s,
+/* s[r * 64 + c] = Σ_d a[r * lda + d] bt[d * 64 + c] (fma chain over d from 0). */
+MOE4J_SIMD_CLONES inline void scores_portable(const float *__restrict__ a, int64_t lda,
+                                              const float *__restrict__ bt, float *__restrict__ s,
                                               int rows, int64_t D) {
   for (int r = 0; r < rows; r++) {
     float acc[kCols];
     for (int c = 0; c < kCols; c++) acc[c] = 0.0f;
     for (int64_t d = 0; d < D; d++) {
-      const float x = q[r * D + d];
-      const float *b = kt + d * kCols;
+      const float x = a[r * lda + d];
+      const float *b = bt + d * kCols;
       for (int c = 0; c < kCols; c++) acc[c] = fmaf(x, b[c], acc[c]);
     }
     for (int c = 0; c < kCols; c++) s[r * kCols + c] = acc[c];
   }
 }
 
-/* o[r * D + :] = fma chain over c in [lo_r, hi_r) of p[r * 64 + c] * v[c * D + :]. */
-MOE4J_SIMD_CLONES inline void pv_portable(const float *__restrict__ p, const float *__restrict__ v,
-                                          float *__restrict__ o, int rows, int64_t D,
+/* o[r * D + :] = fma chain over c in [lo_r, hi_r) of pt[c * 64 + r] * v[c * ldv + :]. */
+MOE4J_SIMD_CLONES inline void pv_portable(const float *__restrict__ pt, const float *__restrict__ v,
+                                          int64_t ldv, float *__restrict__ o, int rows, int64_t D,
                                           const int *lo, const int *hi) {
   for (int r = 0; r < rows; r++) {
     float *orow = o + r * D;
     for (int c = lo[r]; c < hi[r]; c++) {
-      const float a = p[r * kCols + c];
-      const float *vc = v + c * D;
+      const float a = pt[c * kCols + r];
+      const float *vc = v + c * ldv;
       for (int64_t d = 0; d < D; d++) orow[d] = fmaf(a, vc[d], orow[d]);
     }
   }
@@ -137,89 +159,52 @@ MOE4J_SIMD_CLONES inline void pv_portable(const float *__restrict__ p, const flo
 #pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
 #pragma GCC diagnostic ignored "-Wuninitialized"
 
-MOE4J_ATTN_AVX512 inline float exp_row_avx512(float *s, float m) {
-  const __m512 vm = _mm512_set1_ps(m), vmin = _mm512_set1_ps(kExpMin),
-               vlog2e = _mm512_set1_ps(kLog2e), vmagic = _mm512_set1_ps(kMagic),
-               vln2hi = _mm512_set1_ps(-kLn2Hi), vln2lo = _mm512_set1_ps(-kLn2Lo),
-               ninf = _mm512_set1_ps(-INFINITY);
-  const __m512i magic_bits = _mm512_set1_epi32((int)f32_to_bits(kMagic) - 127);
-  __m512 e[4];
-  for (int j = 0; j < 4; j++) {
-    const __m512 sv = _mm512_loadu_ps(s + 16 * j);
-    const __m512 x = _mm512_max_ps(vmin, _mm512_sub_ps(sv, vm)); /* (min > x) ? min : x */
-    const __m512 t = _mm512_fmadd_ps(x, vlog2e, vmagic);
-    const __m512 n = _mm512_sub_ps(t, vmagic);
-    __m512 r = _mm512_fmadd_ps(n, vln2hi, x);
-    r = _mm512_fmadd_ps(n, vln2lo, r);
-    __m512 p = _mm512_fmadd_ps(_mm512_set1_ps(kC7), r, _mm512_set1_ps(kC6));
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(kC5));
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(kC4));
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(kC3));
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(kC2));
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f));
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f));
-    const __m512i sc =
-        _mm512_slli_epi32(_mm512_sub_epi32(_mm512_castps_si512(t), magic_bits), 23);
-    __m512 ev = _mm512_mul_ps(p, _mm512_castsi512_ps(sc));
-    const __mmask16 masked = _mm512_cmp_ps_mask(sv, ninf, _CMP_EQ_OQ);
-    ev = _mm512_mask_mov_ps(ev, masked, _mm512_setzero_ps());
-    _mm512_storeu_ps(s + 16 * j, ev);
-    e[j] = ev;
-  }
-  const __m512 v = _mm512_add_ps(_mm512_add_ps(_mm512_add_ps(e[0], e[1]), e[2]), e[3]);
-  const __m256 t8 = _mm256_add_ps(_mm512_castps512_ps256(v), _mm512_extractf32x8_ps(v, 1));
-  const __m128 t4 = _mm_add_ps(_mm256_castps256_ps128(t8), _mm256_extractf128_ps(t8, 1));
-  const __m128 t2 = _mm_add_ps(t4, _mm_movehl_ps(t4, t4));
-  const __m128 t1 = _mm_add_ss(t2, _mm_shuffle_ps(t2, t2, 1));
-  return _mm_cvtss_f32(t1);
-}
-
 template <int R>
-MOE4J_ATTN_AVX512 inline void scores_block_avx512(const float *q, const float *kt, float *s,
-                                                  int64_t D) {
+MOE4J_ATTN_AVX512 inline void scores_block_avx512(const float *a, int64_t lda, const float *bt,
+                                                  float *s, int64_t D) {
   __m512 acc[R][4];
   for (int i = 0; i < R; i++)
     for (int j = 0; j < 4; j++) acc[i][j] = _mm512_setzero_ps();
   for (int64_t d = 0; d < D; d++) {
-    const float *b = kt + d * kCols;
+    const float *b = bt + d * kCols;
     const __m512 b0 = _mm512_loadu_ps(b), b1 = _mm512_loadu_ps(b + 16),
                  b2 = _mm512_loadu_ps(b + 32), b3 = _mm512_loadu_ps(b + 48);
 #pragma GCC unroll 8
     for (int i = 0; i < R; i++) {
-      const __m512 a = _mm512_set1_ps(q[i * D + d]);
-      acc[i][0] = _mm512_fmadd_ps(a, b0, acc[i][0]);
-      acc[i][1] = _mm512_fmadd_ps(a, b1, acc[i][1]);
-      acc[i][2] = _mm512_fmadd_ps(a, b2, acc[i][2]);
-      acc[i][3] = _mm512_fmadd_ps(a, b3, acc[i][3]);
+      const __m512 x = _mm512_set1_ps(a[i * lda + d]);
+      acc[i][0] = _mm512_fmadd_ps(x, b0, acc[i][0]);
+      acc[i][1] = _mm512_fmadd_ps(x, b1, acc[i][1]);
+      acc[i][2] = _mm512_fmadd_ps(x, b2, acc[i][2]);
+      acc[i][3] = _mm512_fmadd_ps(x, b3, acc[i][3]);
     }
   }
   for (int i = 0; i < R; i++)
     for (int j = 0; j < 4; j++) _mm512_storeu_ps(s + i * kCols + 16 * j, acc[i][j]);
 }
 
-MOE4J_ATTN_AVX512 inline void scores_avx512(const float *q, const float *kt, float *s, int rows,
-                                            int64_t D) {
+MOE4J_ATTN_AVX512 inline void scores_avx512(const float *a, int64_t lda, const float *bt, float *s,
+                                            int rows, int64_t D) {
   int r = 0;
-  for (; r + 6 <= rows; r += 6) scores_block_avx512<6>(q + r * D, kt, s + r * kCols, D);
-  for (; r + 2 <= rows; r += 2) scores_block_avx512<2>(q + r * D, kt, s + r * kCols, D);
-  for (; r < rows; r++) scores_block_avx512<1>(q + r * D, kt, s + r * kCols, D);
+  for (; r + 6 <= rows; r += 6) scores_block_avx512<6>(a + r * lda, lda, bt, s + r * kCols, D);
+  for (; r + 2 <= rows; r += 2) scores_block_avx512<2>(a + r * lda, lda, bt, s + r * kCols, D);
+  for (; r < rows; r++) scores_block_avx512<1>(a + r * lda, lda, bt, s + r * kCols, D);
 }
 
 /* R rows x 16*NV columns of O starting at column j0; keys [clo, chi) (the union of the rows'
  * ranges: outside its own range a row's p is an exact 0, and fma(0, v, o) == o for finite v). */
 template <int R, int NV>
-MOE4J_ATTN_AVX512 inline void pv_block_avx512(const float *p, const float *v, float *o,
-                                              int64_t D, int64_t j0, int clo, int chi) {
+MOE4J_ATTN_AVX512 inline void pv_block_avx512(const float *pt, const float *v, int64_t ldv,
+                                              float *o, int64_t D, int64_t j0, int clo, int chi) {
   __m512 acc[R][NV];
   for (int i = 0; i < R; i++)
     for (int j = 0; j < NV; j++) acc[i][j] = _mm512_loadu_ps(o + i * D + j0 + 16 * j);
   for (int c = clo; c < chi; c++) {
-    const float *vc = v + c * D + j0;
+    const float *vc = v + c * ldv + j0;
     __m512 b[NV];
     for (int j = 0; j < NV; j++) b[j] = _mm512_loadu_ps(vc + 16 * j);
 #pragma GCC unroll 8
     for (int i = 0; i < R; i++) {
-      const __m512 a = _mm512_set1_ps(p[i * kCols + c]);
+      const __m512 a = _mm512_set1_ps(pt[c * kCols + i]);
       for (int j = 0; j < NV; j++) acc[i][j] = _mm512_fmadd_ps(a, b[j], acc[i][j]);
     }
   }
@@ -228,8 +213,8 @@ MOE4J_ATTN_AVX512 inline void pv_block_avx512(const float *p, const float *v, fl
 }
 
 template <int R>
-MOE4J_ATTN_AVX512 inline void pv_rows_avx512(const float *p, const float *v, float *o, int64_t D,
-                                             const int *lo, const int *hi) {
+MOE4J_ATTN_AVX512 inline void pv_rows_avx512(const float *pt, const float *v, int64_t ldv, float *o,
+                                             int64_t D, const int *lo, const int *hi) {
   int clo = lo[0], chi = hi[0];
   for (int i = 1; i < R; i++) {
     clo = lo[i] < clo ? lo[i] : clo;
@@ -237,45 +222,41 @@ MOE4J_ATTN_AVX512 inline void pv_rows_avx512(const float *p, const float *v, flo
   }
   if (clo >= chi) return;
   int64_t j0 = 0;
-  for (; j0 + 64 <= D; j0 += 64) pv_block_avx512<R, 4>(p, v, o, D, j0, clo, chi);
-  for (; j0 + 16 <= D; j0 += 16) pv_block_avx512<R, 1>(p, v, o, D, j0, clo, chi);
+  for (; j0 + 64 <= D; j0 += 64) pv_block_avx512<R, 4>(pt, v, ldv, o, D, j0, clo, chi);
+  for (; j0 + 16 <= D; j0 += 16) pv_block_avx512<R, 1>(pt, v, ldv, o, D, j0, clo, chi);
   for (int i = 0; i < R; i++) /* column tail: the same chains, one element at a time */
     for (int64_t d = j0; d < D; d++) {
       float acc = o[i * D + d];
-      for (int c = clo; c < chi; c++) acc = fmaf(p[i * kCols + c], v[c * D + d], acc);
+      for (int c = clo; c < chi; c++) acc = fmaf(pt[c * kCols + i], v[c * ldv + d], acc);
       o[i * D + d] = acc;
     }
 }
 
-MOE4J_ATTN_AVX512 inline void pv_avx512(const float *p, const float *v, float *o, int rows,
-                                        int64_t D, const int *lo, const int *hi) {
+MOE4J_ATTN_AVX512 inline void pv_avx512(const float *pt, const float *v, int64_t ldv, float *o,
+                                        int rows, int64_t D, const int *lo, const int *hi) {
   int r = 0;
-  for (; r + 4 <= rows; r += 4)
-    pv_rows_avx512<4>(p + r * kCols, v, o + r * D, D, lo + r, hi + r);
-  for (; r < rows; r++) pv_rows_avx512<1>(p + r * kCols, v, o + r * D, D, lo + r, hi + r);
+  for (; r + 4 <= rows; r += 4) pv_rows_avx512<4>(pt + r, v, ldv, o + r * D, D, lo + r, hi + r);
+  for (; r < rows; r++) pv_rows_avx512<1>(pt + r, v, ldv, o + r * D, D, lo + r, hi + r);
 }
 
 #pragma GCC diagnostic pop
 
 /* ---- dispatch ---------------------------------------------------------------------------- */
 
-inline void scores(bool wide, const float *q, const float *kt, float *s, int rows, int64_t D) {
+inline void scores(bool wide, const float *a, int64_t lda, const float *bt, float *s, int rows,
+                   int64_t D) {
   if (wide)
-    scores_avx512(q, kt, s, rows, D);
+    scores_avx512(a, lda, bt, s, rows, D);
   else
-    scores_portable(q, kt, s, rows, D);
+    scores_portable(a, lda, bt, s, rows, D);
 }
 
-inline float exp_row(bool wide, float *s, float m) {
-  return wide ? exp_row_avx512(s, m) : exp_row_portable(s, m);
-}
-
-inline void pv(bool wide, const float *p, const float *v, float *o, int rows, int64_t D,
-               const int *lo, const int *hi) {
+inline void pv(bool wide, const float *pt, const float *v, int64_t ldv, float *o, int rows,
+               int64_t D, const int *lo, const int *hi) {
   if (wide)
-    pv_avx512(p, v, o, rows, D, lo, hi);
+    pv_avx512(pt, v, ldv, o, rows, D, lo, hi);
   else
-    pv_portable(p, v, o, rows, D, lo, hi);
+    pv_portable(pt, v, ldv, o, rows, D, lo, hi);
 }
 
 }  // namespace attn
