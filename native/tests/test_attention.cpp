@@ -12,12 +12,21 @@
  * causal and not, windows 0 and 5, Hq = Hkv and Hq = 4 Hkv, D = 64 and 40; forward, lse and
  * gradients; equal lengths reproduce the uniform layout bit for bit; bad cu_seqlens and
  * workspaces are rejected with a message before any write.
+ *
+ * Forward tile kernels (cpu_attention_kernels.h): the vectorized exp against double exp, and the
+ * AVX-512 and portable variants (MOE4J_CPU_ATTN_VARIANT=portable) bitwise equal on uniform and
+ * varlen batches, f32 and bf16, head_dim 40 (column tail), 64 and 128.
  */
+#include <math.h>
 #include <omp.h>
+#include <stdlib.h>
 #include <string.h>
+
+#include <utility>
 
 #include "attention_tiles.h"
 #include "check.h"
+#include "cpu_attention_kernels.h"
 #include "cpu_common.h"
 
 using namespace moe4j;
@@ -767,6 +776,86 @@ TEST_CASE(find_sequence_matches_a_linear_scan) {
       }
     }
   }
+}
+
+TEST_CASE(vector_exp_is_accurate_and_handles_the_edges) {
+  /* every float in [-87, 0] at a stride of 97 ulps (~0.8 M values) plus the reduction edges */
+  double worst = 0.0;
+  float worst_x = 0.0f;
+  auto check_x = [&](float x) {
+    const double want = exp((double)x), got = (double)attn::exp_shifted(x, 0.0f);
+    const double rel = fabs(got - want) / want;
+    if (rel > worst) {
+      worst = rel;
+      worst_x = x;
+    }
+  };
+  for (uint32_t u = attn::f32_to_bits(-0.0f); u <= attn::f32_to_bits(-87.0f); u += 97)
+    check_x(attn::bits_to_f32(u));
+  for (float x : {0.0f, -0.0f, -1e-30f, -0.34657359f, -0.34657360f, -0.6931472f, -1.0f, -10.5f,
+                  -86.9f, -87.0f})
+    check_x(x);
+  printf("  vector exp: max relative error %.3g at x = %.9g over [-87, 0]\n", worst,
+         (double)worst_x);
+  CHECK(worst <= 1.5e-7); /* ~1.25 ulp of 1 */
+  CHECK(attn::exp_shifted(0.0f, 0.0f) == 1.0f);
+  CHECK(attn::exp_shifted(3.0f, 3.0f) == 1.0f);
+  CHECK(attn::exp_shifted(-INFINITY, 0.0f) == 0.0f);
+  CHECK(attn::exp_shifted(-INFINITY, -INFINITY) == 0.0f);
+  CHECK(attn::exp_shifted(-100.0f, 0.0f) == 0.0f); /* below 2^-126: flushed, documented */
+  CHECK(attn::exp_shifted(-88.0f, 0.0f) == 0.0f);
+  CHECK(isnan(attn::exp_shifted(NAN, 0.0f)));
+  CHECK(isnan(attn::exp_shifted(1.0f, NAN)));
+  const float e = attn::exp_shifted(-87.0f, 0.0f);
+  CHECK(e > 0.0f && fabs((double)e - exp(-87.0)) <= 1.5e-7 * exp(-87.0));
+}
+
+/* Runs the forward with MOE4J_CPU_ATTN_VARIANT unset (AVX-512 where the CPU has it) and with
+ * =portable; out and lse must be bitwise equal. */
+template <typename T>
+static void variants_case(const Shape &sh, const std::vector<int32_t> *cu, int64_t tokens) {
+  const int32_t dt = dtype_code<T>();
+  const int64_t nq = tokens * sh.hq * sh.d, nkv = tokens * sh.hkv * sh.d, nl = tokens * sh.hq;
+  const auto q = convert<T>(check::randn(nq, 51, 1.5f)), k = convert<T>(check::randn(nkv, 52)),
+             v = convert<T>(check::randn(nkv, 53));
+  auto run = [&](bool portable) {
+    std::vector<T> out(nq);
+    std::vector<float> lse(nl);
+    if (portable)
+      setenv("MOE4J_CPU_ATTN_VARIANT", "portable", 1);
+    else
+      unsetenv("MOE4J_CPU_ATTN_VARIANT");
+    CHECK(attn::attn_wide() == (!portable && __builtin_cpu_supports("avx512f") &&
+                                __builtin_cpu_supports("avx512dq")));
+    CHECK_STATUS(moe4j_cpu_attention_forward(dt, q.data(), k.data(), v.data(), out.data(),
+                                             lse.data(), cu ? cu->data() : nullptr, sh.b, sh.s,
+                                             sh.hq, sh.hkv, sh.d, sh.causal, sh.window, sh.scale),
+                 MOE4J_OK);
+    unsetenv("MOE4J_CPU_ATTN_VARIANT");
+    return std::make_pair(out, lse);
+  };
+  const auto wide = run(false), portable = run(true);
+  CHECK(memcmp(wide.first.data(), portable.first.data(), nq * sizeof(T)) == 0);
+  CHECK(memcmp(wide.second.data(), portable.second.data(), nl * 4) == 0);
+}
+
+TEST_CASE(forward_variants_are_bitwise_identical) {
+  const char *saved = getenv("MOE4J_CPU_ATTN_VARIANT");
+  const std::string keep = saved ? saved : "";
+  if (!(__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512dq")))
+    printf("  no AVX-512 on this CPU: both runs use the portable variant\n");
+  for (int64_t d : {40, 64, 128})
+    for (int32_t causal : {0, 1})
+      for (int64_t window : {0, 70}) {
+        const Shape sh{2, 200, 4, 2, d, causal, window, 1.0f / sqrtf((float)d)};
+        variants_case<float>(sh, nullptr, sh.b * sh.s);
+        variants_case<bf16_t>(sh, nullptr, sh.b * sh.s);
+      }
+  const std::vector<int32_t> cu = offsets({130, 0, 1, 66, 9});
+  const Shape vsh{5, cu[5], 4, 2, 64, 1, 50, 0.125f};
+  variants_case<float>(vsh, &cu, cu[5]);
+  variants_case<bf16_t>(vsh, &cu, cu[5]);
+  if (saved) setenv("MOE4J_CPU_ATTN_VARIANT", keep.c_str(), 1);
 }
 
 TEST_MAIN("attention")
