@@ -235,16 +235,18 @@ void forward_item(const T *q, const T *k, const T *v, T *out, float *lse, const 
     attn::softmax_tile(st, nc, lo, hi, sh.scale, mx, sum, alpha);
     for (int r = 0; r < nr; r++)
       if (alpha[r] != 1.0f) scale_row(o + r * D, D, alpha[r]);
-    /* P V runs over blocks of 4 rows with the union of their key ranges (p is an exact 0
-     * outside a row's own range); both variants use the same ranges, so they agree bitwise. */
-    for (int r = 0; r + 4 <= nr; r += 4) {
-      int a = hi[r] > lo[r] ? lo[r] : Bc, b = hi[r] > lo[r] ? hi[r] : 0;
-      for (int j = r + 1; j < r + 4; j++)
+    /* P V runs over blocks of rows (attn::pv_block_rows) with the union of their key ranges
+     * (p is an exact 0 outside a row's own range); both variants use the same ranges, so they
+     * agree bitwise. */
+    for (int r = 0, n = 0; r < nr; r += n) {
+      n = attn::pv_block_rows(r, nr);
+      int a = Bc, b = 0;
+      for (int j = r; j < r + n; j++)
         if (hi[j] > lo[j]) {
           a = lo[j] < a ? lo[j] : a;
           b = hi[j] > b ? hi[j] : b;
         }
-      for (int j = r; j < r + 4; j++) {
+      for (int j = r; j < r + n; j++) {
         lo[j] = a < b ? a : 0;
         hi[j] = a < b ? b : 0;
       }

@@ -51,6 +51,11 @@ inline bool attn_wide() {
          __builtin_cpu_supports("fma");
 }
 
+/* Rows of the P V block that starts at row r of `rows`: 6 while they fit, then 4, then 1. The
+ * caller gives the rows of a block one common key range (cpu_attention.cpp), so both variants run
+ * the same chains. */
+inline int pv_block_rows(int r, int rows) { return r + 6 <= rows ? 6 : r + 4 <= rows ? 4 : 1; }
+
 /* ---- portable ---------------------------------------------------------------------------- */
 
 inline float bits_to_f32(uint32_t u) {
@@ -235,9 +240,15 @@ MOE4J_ATTN_AVX512 inline void pv_rows_avx512(const float *pt, const float *v, in
 
 MOE4J_ATTN_AVX512 inline void pv_avx512(const float *pt, const float *v, int64_t ldv, float *o,
                                         int rows, int64_t D, const int *lo, const int *hi) {
-  int r = 0;
-  for (; r + 4 <= rows; r += 4) pv_rows_avx512<4>(pt + r, v, ldv, o + r * D, D, lo + r, hi + r);
-  for (; r < rows; r++) pv_rows_avx512<1>(pt + r, v, ldv, o + r * D, D, lo + r, hi + r);
+  for (int r = 0, n = 0; r < rows; r += n) {
+    n = pv_block_rows(r, rows);
+    if (n == 6)
+      pv_rows_avx512<6>(pt + r, v, ldv, o + r * D, D, lo + r, hi + r);
+    else if (n == 4)
+      pv_rows_avx512<4>(pt + r, v, ldv, o + r * D, D, lo + r, hi + r);
+    else
+      pv_rows_avx512<1>(pt + r, v, ldv, o + r * D, D, lo + r, hi + r);
+  }
 }
 
 #pragma GCC diagnostic pop
