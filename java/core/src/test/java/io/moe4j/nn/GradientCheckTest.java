@@ -116,7 +116,6 @@ class GradientCheckTest {
   @Test
   void rmsNormLinearAndDenseMlp() {
     ModelConfig c = tiny(ModelConfig.Architecture.MIXTRAL, ModelConfig.QkNorm.NONE, ModelConfig.Routing.TOKEN_CHOICE, 0, 0, false);
-    OpTimer timer = new OpTimer(backend);
     try (Parameter w = new RandomInit(backend, 1, 0.5f).create("norm", ParameterSource.Kind.MATRIX, 8)) {
       RmsNorm norm = new RmsNorm(backend, w, 1e-5f);
       checkModule("rmsnorm", new Module() {
@@ -154,7 +153,6 @@ class GradientCheckTest {
       mlp.parameters().forEach(Parameter::close);
     }
     assertTrue(c.isMoeLayer(1) && !c.isMoeLayer(0));
-    assertEquals(0, timer.times().totalNs());
   }
 
   private static void checkAttention(ModelConfig c) {
