@@ -14,8 +14,8 @@
  * workspaces are rejected with a message before any write.
  *
  * Forward tile kernels (cpu_attention_kernels.h): the vectorized exp against double exp, and the
- * AVX-512 and portable variants (MOE4J_CPU_ATTN_VARIANT=portable) bitwise equal on uniform and
- * varlen batches, f32 and bf16, head_dim 40 (column tail), 64 and 128.
+ * AVX-512 and portable variants (MOE4J_CPU_ATTN_VARIANT=portable) bitwise equal (forward and
+ * backward) on uniform and varlen batches, f32 and bf16, head_dim 40 (column tail), 64 and 128.
  */
 #include <math.h>
 #include <omp.h>
@@ -810,36 +810,50 @@ TEST_CASE(vector_exp_is_accurate_and_handles_the_edges) {
   CHECK(e > 0.0f && fabs((double)e - exp(-87.0)) <= 1.5e-7 * exp(-87.0));
 }
 
-/* Runs the forward with MOE4J_CPU_ATTN_VARIANT unset (AVX-512 where the CPU has it) and with
- * =portable; out and lse must be bitwise equal. */
+/* Runs the forward and the backward with MOE4J_CPU_ATTN_VARIANT unset (AVX-512 where the CPU
+ * has it) and with =portable; out, lse, dq, dk and dv must be bitwise equal. */
 template <typename T>
 static void variants_case(const Shape &sh, const std::vector<int32_t> *cu, int64_t tokens) {
   const int32_t dt = dtype_code<T>();
   const int64_t nq = tokens * sh.hq * sh.d, nkv = tokens * sh.hkv * sh.d, nl = tokens * sh.hq;
   const auto q = convert<T>(check::randn(nq, 51, 1.5f)), k = convert<T>(check::randn(nkv, 52)),
-             v = convert<T>(check::randn(nkv, 53));
+             v = convert<T>(check::randn(nkv, 53)), g = convert<T>(check::randn(nq, 54));
+  struct Result {
+    std::vector<T> out, dq, dk, dv;
+    std::vector<float> lse;
+  };
   auto run = [&](bool portable) {
-    std::vector<T> out(nq);
-    std::vector<float> lse(nl);
+    Result r{std::vector<T>(nq), std::vector<T>(nq), std::vector<T>(nkv), std::vector<T>(nkv),
+             std::vector<float>(nl)};
     if (portable)
       setenv("MOE4J_CPU_ATTN_VARIANT", "portable", 1);
     else
       unsetenv("MOE4J_CPU_ATTN_VARIANT");
     CHECK(attn::attn_wide() == (!portable && __builtin_cpu_supports("avx512f") &&
                                 __builtin_cpu_supports("avx512dq")));
-    CHECK_STATUS(moe4j_cpu_attention_forward(dt, q.data(), k.data(), v.data(), out.data(),
-                                             lse.data(), cu ? cu->data() : nullptr, sh.b, sh.s,
-                                             sh.hq, sh.hkv, sh.d, sh.causal, sh.window, sh.scale),
+    const int32_t *c = cu ? cu->data() : nullptr;
+    CHECK_STATUS(moe4j_cpu_attention_forward(dt, q.data(), k.data(), v.data(), r.out.data(),
+                                             r.lse.data(), c, sh.b, sh.s, sh.hq, sh.hkv, sh.d,
+                                             sh.causal, sh.window, sh.scale),
+                 MOE4J_OK);
+    Workspace ws(cu ? 1 : sh.b, sh.s, sh.hq, sh.d);
+    CHECK_STATUS(moe4j_cpu_attention_backward(dt, q.data(), k.data(), v.data(), r.out.data(),
+                                              g.data(), r.lse.data(), r.dq.data(), r.dk.data(),
+                                              r.dv.data(), c, sh.b, sh.s, sh.hq, sh.hkv, sh.d,
+                                              sh.causal, sh.window, sh.scale, ws.ptr(), ws.bytes),
                  MOE4J_OK);
     unsetenv("MOE4J_CPU_ATTN_VARIANT");
-    return std::make_pair(out, lse);
+    return r;
   };
-  const auto wide = run(false), portable = run(true);
-  CHECK(memcmp(wide.first.data(), portable.first.data(), nq * sizeof(T)) == 0);
-  CHECK(memcmp(wide.second.data(), portable.second.data(), nl * 4) == 0);
+  const Result a = run(false), b = run(true);
+  CHECK(memcmp(a.out.data(), b.out.data(), nq * sizeof(T)) == 0);
+  CHECK(memcmp(a.lse.data(), b.lse.data(), nl * 4) == 0);
+  CHECK(memcmp(a.dq.data(), b.dq.data(), nq * sizeof(T)) == 0);
+  CHECK(memcmp(a.dk.data(), b.dk.data(), nkv * sizeof(T)) == 0);
+  CHECK(memcmp(a.dv.data(), b.dv.data(), nkv * sizeof(T)) == 0);
 }
 
-TEST_CASE(forward_variants_are_bitwise_identical) {
+TEST_CASE(tile_kernel_variants_are_bitwise_identical) {
   const char *saved = getenv("MOE4J_CPU_ATTN_VARIANT");
   const std::string keep = saved ? saved : "";
   if (!(__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512dq")))
