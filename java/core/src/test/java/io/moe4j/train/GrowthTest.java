@@ -30,8 +30,9 @@ import org.junit.jupiter.api.io.TempDir;
  * in, so that the new router rows learn to leave SORT tokens to the old experts). The numbers in
  * the assertions are the measured ones with a margin (see the comments).
  *
- * <p>Measured (CPU, this test): SORT exact match 0.900 after phase 1 and 0.850 after growing; COPY
- * held-out loss 6.31 → 2.13, but COPY exact match stays 0.000 in 300 steps: with attention,
+ * <p>Measured (CPU, this test; SORT on 120 held-out prompts, so one prompt is 0.8%): SORT exact match
+ * 0.900 after phase 1 and 0.875 after growing; COPY held-out loss 6.37 → 2.07, but COPY exact match
+ * stays near 0 (0.025) in 300 steps: with attention,
  * embeddings and norms frozen, new experts alone lower the loss without learning to copy exactly.
  * Without the SORT examples in phase 2 (a separate run, not in this test) SORT fell from 0.90 to
  * 0.05: the new router rows, trained only on COPY, take SORT tokens from the frozen experts.
@@ -72,7 +73,7 @@ class GrowthTest {
     Set<SyntheticTask> oldTask = EnumSet.of(SyntheticTask.SORT), newTask = EnumSet.of(SyntheticTask.COPY);
     Set<SyntheticTask> both = EnumSet.of(SyntheticTask.SORT, SyntheticTask.COPY);
     int seqLen = SyntheticTasks.requiredSeqLen(both);
-    List<Example> oldHeldOut = new SyntheticTasks(TOKENIZER, oldTask, seqLen, 0).heldOut(40, 3);
+    List<Example> oldHeldOut = new SyntheticTasks(TOKENIZER, oldTask, seqLen, 0).heldOut(120, 3);
     List<Example> newHeldOut = new SyntheticTasks(TOKENIZER, newTask, seqLen, 0).heldOut(40, 3);
     Path ckpt = tmp.resolve("ckpt");
     double oldBefore, newLossBefore;
@@ -85,7 +86,7 @@ class GrowthTest {
       newLossBefore = loss(t.model(), newTask, seqLen);
       for (Parameter p : t.model().parameters()) frozenBefore.put(p.name(), cpu.toFloats(p.value()));
     }
-    // measured: SORT 0.90 after 600 steps
+    // measured: SORT 0.90 after 600 steps (120 held-out prompts)
     assertTrue(oldBefore >= 0.8, "the old task is learned first: " + oldBefore);
 
     double oldAfter, newLossAfter, newAccuracy;
@@ -107,7 +108,8 @@ class GrowthTest {
           assertEquals(before.length, p.trainableFrom(), p.name() + ": only the new tail trains");
       }
     }
-    // measured: SORT 0.90 -> 0.85, COPY loss 6.31 -> 2.13 (see the class comment)
+    // measured: SORT 0.900 -> 0.875, COPY loss 6.37 -> 2.07 (see the class comment); the 0.1 margin is
+    // 12 of 120 prompts: earlier runs on 40 prompts moved by up to 0.1 with f32 rounding changes alone
     assertTrue(oldAfter >= oldBefore - 0.1, "old task kept: " + oldBefore + " -> " + oldAfter);
     assertTrue(newLossAfter < 0.5 * newLossBefore, "new task learned: loss " + newLossBefore + " -> " + newLossAfter);
     System.out.printf("growth: SORT %.3f -> %.3f, COPY loss %.3f -> %.3f, COPY exact match %.3f%n", oldBefore, oldAfter,
