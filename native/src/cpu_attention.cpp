@@ -32,12 +32,9 @@
  * summed in a fixed order, so results are bitwise identical for any thread count and schedule;
  * no atomics. Outputs are rounded to the storage type once.
  *
- * Vectorization of the backward: its tile products are written as outer products (for each d:
- * s[r][:] += q[r][d] * Kt[d][:] over the Bc keys of the transposed tile), so each element is
- * summed in d order and the SIMD variants (MOE4J_SIMD_CLONES, -ffp-contract=off) round exactly
- * like the baseline — no reassociated reductions; separate multiply and add, not the forward's
- * FMA kernels. (Moving it onto those kernels — commit 2f80c4c, 1.6-1.9x faster, tested — changes
- * training trajectories enough to flip GrowthTest's margin, so it was reverted for now.)
+ * The backward's tile products use the same kernels (S = Q K^T and dP = dO V^T as score tiles;
+ * dV += P^T dO, dK += dS^T Q and dQ += dS K as P V products, dS transposed for the last), so it
+ * is bitwise equal across the variants too; P = exp(S - lse) there is still the libm expf.
  */
 #include <math.h>
 #include <omp.h>
@@ -92,49 +89,6 @@ struct TileList {
   }
   ~TileList() { free(tiles); }
 };
-
-/* s[r * Bc + c] = Σ_d a[r * D + d] * bt[d * Bc + c] for r < rows, all Bc columns. */
-MOE4J_SIMD_CLONES void tile_dot(const float *__restrict__ a, const float *__restrict__ bt,
-                                float *__restrict__ s, int rows, int64_t D) {
-  for (int r = 0; r < rows; r++) {
-    float acc[Bc];
-    for (int c = 0; c < Bc; c++) acc[c] = 0.0f;
-    for (int64_t d = 0; d < D; d++) {
-      const float x = a[r * D + d];
-      const float *b = bt + d * Bc;
-      for (int c = 0; c < Bc; c++) acc[c] += x * b[c];
-    }
-    for (int c = 0; c < Bc; c++) s[r * Bc + c] = acc[c];
-  }
-}
-
-/* y[r * D + :] += Σ_{c < cols} p[r * Bc + c] * x[c * D + :] (c ascending; zero p skipped). */
-MOE4J_SIMD_CLONES void tile_pv(const float *__restrict__ p, const float *__restrict__ x,
-                               float *__restrict__ y, int rows, int cols, int64_t D) {
-  for (int r = 0; r < rows; r++) {
-    float *yr = y + r * D;
-    for (int c = 0; c < cols; c++) {
-      const float a = p[r * Bc + c];
-      if (a == 0.0f) continue;
-      const float *xc = x + c * D;
-      for (int64_t d = 0; d < D; d++) yr[d] += a * xc[d];
-    }
-  }
-}
-
-/* y[c * D + :] += Σ_{r < rows} p[r * Bc + c] * x[r * D + :] (r ascending; zero p skipped). */
-MOE4J_SIMD_CLONES void tile_ptx(const float *__restrict__ p, const float *__restrict__ x,
-                                float *__restrict__ y, int rows, int cols, int64_t D) {
-  for (int c = 0; c < cols; c++) {
-    float *yc = y + c * D;
-    for (int r = 0; r < rows; r++) {
-      const float a = p[r * Bc + c];
-      if (a == 0.0f) continue;
-      const float *xr = x + r * D;
-      for (int64_t d = 0; d < D; d++) yc[d] += a * xr[d];
-    }
-  }
-}
 
 /* Positions [t0, t0 + n) of sequence sq, head h of a [tokens, H, D] tensor, widened into
  * dst[n][D]. */
@@ -323,7 +277,9 @@ void row_dots(const T *out, const T *dout, float *di, const Shape &sh, const Seq
       for (int64_t h = 0; h < sh.hq; h++) {
         const T *o = out + (t * sh.hq + h) * sh.d, *g = dout + (t * sh.hq + h) * sh.d;
         float acc = 0.0f;
-        for (int64_t d = 0; d < sh.d; d++) acc += to_f32(g[d]) * to_f32(o[d]);
+        /* one fma chain in d order, like dP = dO V^T in the score kernel: with a single key
+         * (out == v) dP - Di is then exactly 0 */
+        for (int64_t d = 0; d < sh.d; d++) acc = fmaf(to_f32(g[d]), to_f32(o[d]), acc);
         di[sq.lse_row(sh, h) + i] = acc;
       }
     }
@@ -341,6 +297,8 @@ void backward_kv_item(const T *q, const T *k, const T *v, const T *dout, const f
   const int nc = rows_of(k0, sq.len, Bc);
   float *qf = buf, *gf = qf + Br * D, *kt = gf + Br * D, *vt = kt + D * Bc, *dkf = vt + D * Bc,
         *dvf = dkf + Bc * D, *s = dvf + Bc * D, *ds = s + Br * Bc;
+  int zeros[Bc], all_q[Bc]; /* P V key ranges: every query row of the tile */
+  for (int c = 0; c < Bc; c++) zeros[c] = 0;
   load_rows_t(k, kt, sq, k0, nc, kvh, sh, sh.hkv);
   load_rows_t(v, vt, sq, k0, nc, kvh, sh, sh.hkv);
   for (int64_t i = 0; i < (int64_t)nc * D; i++) dkf[i] = dvf[i] = 0.0f;
@@ -351,13 +309,15 @@ void backward_kv_item(const T *q, const T *k, const T *v, const T *dout, const f
     for (int64_t qt = tiles.begin; qt < tiles.end; qt++) {
       const int64_t q0 = qt * Br;
       const int nr = rows_of(q0, sq.len, Br);
+      for (int c = 0; c < Bc; c++) all_q[c] = nr;
       load_rows(q, qf, sq, q0, nr, h, sh, sh.hq);
       load_rows(dout, gf, sq, q0, nr, h, sh, sh.hq);
-      tile_dot(qf, kt, s, nr, D);
-      tile_dot(gf, vt, ds, nr, D);
+      attn::scores(sh.wide, qf, D, kt, s, nr, D);
+      attn::scores(sh.wide, gf, D, vt, ds, nr, D);
       tile_grad_scores(s, ds, lse_h + q0, di_h + q0, q0, nr, k0, nc, sh, sq.w);
-      tile_ptx(s, gf, dvf, nr, nc, D);
-      tile_ptx(ds, qf, dkf, nr, nc, D);
+      /* dV += P^T dO, dK += dS^T Q: the P V kernel with the keys as output rows */
+      attn::pv(sh.wide, s, gf, D, dvf, nc, D, zeros, all_q);
+      attn::pv(sh.wide, ds, qf, D, dkf, nc, D, zeros, all_q);
     }
   }
   store_rows(dkf, dk, sq, k0, nc, kvh, sh, sh.hkv, sh.scale);
@@ -374,6 +334,8 @@ void backward_q_item(const T *q, const T *k, const T *v, const T *dout, const fl
   float *qf = buf, *gf = qf + Br * D, *dqf = gf + Br * D, *kt = dqf + Br * D, *vt = kt + D * Bc,
         *kf = vt + D * Bc, *s = kf + Bc * D, *ds = s + Br * Bc;
   const float *lse_h = lse + sq.lse_row(sh, h), *di_h = di + sq.lse_row(sh, h);
+  int zeros[Br], all_k[Br];
+  for (int r = 0; r < Br; r++) zeros[r] = 0;
   load_rows(q, qf, sq, q0, nr, h, sh, sh.hq);
   load_rows(dout, gf, sq, q0, nr, h, sh, sh.hq);
   for (int64_t i = 0; i < (int64_t)nr * D; i++) dqf[i] = 0.0f;
@@ -384,10 +346,13 @@ void backward_q_item(const T *q, const T *k, const T *v, const T *dout, const fl
     load_rows_t(k, kt, sq, k0, nc, kvh, sh, sh.hkv);
     load_rows_t(v, vt, sq, k0, nc, kvh, sh, sh.hkv);
     load_rows(k, kf, sq, k0, nc, kvh, sh, sh.hkv);
-    tile_dot(qf, kt, s, nr, D);
-    tile_dot(gf, vt, ds, nr, D);
+    attn::scores(sh.wide, qf, D, kt, s, nr, D);
+    attn::scores(sh.wide, gf, D, vt, ds, nr, D);
     tile_grad_scores(s, ds, lse_h + q0, di_h + q0, q0, nr, k0, nc, sh, sq.w);
-    tile_pv(ds, kf, dqf, nr, nc, D);
+    for (int c = 0; c < nc; c++) /* dS^T into s (P is not needed any more) for dQ += dS K */
+      for (int r = 0; r < nr; r++) s[c * Bc + r] = ds[r * Bc + c];
+    for (int r = 0; r < nr; r++) all_k[r] = nc;
+    attn::pv(sh.wide, s, kf, D, dqf, nr, D, zeros, all_k);
   }
   store_rows(dqf, dq, sq, q0, nr, h, sh, sh.hq, sh.scale);
 }
