@@ -156,7 +156,10 @@ MOE4J_API int32_t moe4j_cpu_clip_coefficient(const float *partials, int64_t coun
  * Group sizes may be 0, smaller than a tile, or hold every row. */
 
 /* forward: y[t, :] (=|+=) row_scale[t] * (x[t, :] . w_e^T); x [T, k], y [T, n];
- * row_scale F32 [T] (routing weights) or NULL for 1. */
+ * row_scale F32 [T] (routing weights) or NULL for 1. On the CPU, groups of at most 16 rows (decode
+ * steps, small expert groups) take a bandwidth-bound GEMV path that reads each weight row once
+ * (native/src/cpu_gemv.h; MOE4J_CPU_GEMV_MAX_ROWS=0..16 overrides the threshold); it agrees with the
+ * packed path to f32 rounding of the k-sum, and both are deterministic. */
 MOE4J_API int32_t moe4j_cpu_grouped_gemm_forward(int32_t in_dtype, const void *x, const void *w,
                                                  int32_t out_dtype, void *y,
                                                  const int64_t *offsets, int64_t num_groups,
@@ -452,7 +455,10 @@ MOE4J_API int32_t moe4j_cuda_clip_coefficient(const float *partials, int64_t cou
 /* Grouped GEMM: same semantics as the moe4j_cpu_ versions; one launch for all groups, the
  * tile schedule computed on the device from offsets (no host synchronization). */
 /* forward: y[t, :] (=|+=) row_scale[t] * (x[t, :] . w_e^T); x [T, k], y [T, n];
- * row_scale F32 [T] (routing weights) or NULL for 1. */
+ * row_scale F32 [T] (routing weights) or NULL for 1. On the CPU, groups of at most 16 rows (decode
+ * steps, small expert groups) take a bandwidth-bound GEMV path that reads each weight row once
+ * (native/src/cpu_gemv.h; MOE4J_CPU_GEMV_MAX_ROWS=0..16 overrides the threshold); it agrees with the
+ * packed path to f32 rounding of the k-sum, and both are deterministic. */
 MOE4J_API int32_t moe4j_cuda_grouped_gemm_forward(int32_t in_dtype, const void *x, const void *w,
                                                  int32_t out_dtype, void *y,
                                                  const int64_t *offsets, int64_t num_groups,
