@@ -53,7 +53,6 @@ public final class AttentionSuite {
   /** One measured case: the common result fields plus its family and memory figures. */
   public record Case(String family, BenchResult result, Scratch scratch, Map<String, Double> extra) {}
 
-  static final double H100_BF16_PEAK_GFLOPS = 989_000;
   /** Tile sizes of the CPU flash twin (kernels/common/attention_tiles.h kAttnBlockQ / kAttnBlockK). */
   static final long BR = 64, BC = 64;
 
@@ -98,18 +97,10 @@ public final class AttentionSuite {
 
   public List<Case> run() {
     DType dtype = onCpu() ? DType.F32 : DType.BF16;
-    double peakGflops;
-    String peakName;
     int threads = onCpu() ? CpuNative.moe4j_cpu_num_threads() : 0;
-    if (onCpu()) {
-      double[] g = {0};
-      CpuNative.check(CpuNative.moe4j_cpu_measure_fma_peak(0.5, g));
-      peakGflops = g[0];
-      peakName = String.format("measured CPU FMA peak %.0f GFLOP/s (%d threads)", peakGflops, threads);
-    } else {
-      peakGflops = H100_BF16_PEAK_GFLOPS;
-      peakName = "H100 SXM bf16 dense 989 TFLOP/s";
-    }
+    Peak peak = Peak.of(backend);
+    double peakGflops = peak.gflops();
+    String peakName = peak.name();
     log.println("bench attention on " + backend.name() + ", " + dtype + ", peak: " + peakName
         + (onCpu() ? "; cpu shapes scaled down to B=1, Hq=Hkv=" + cpuHeads() + " (GPU: 16k tokens, H·D=2048)" : ""));
     List<Case> cases = new ArrayList<>();

@@ -1,7 +1,6 @@
 package io.moe4j.cli.bench;
 
 import io.moe4j.ops.Backend;
-import io.moe4j.runtime.CpuNative;
 import io.moe4j.tensor.DType;
 import io.moe4j.tensor.Device;
 import io.moe4j.tensor.Scope;
@@ -25,7 +24,6 @@ public final class GemmSuite {
   /** An MoE layer shape. */
   public record Layer(String name, long hidden, long ffn, int experts, int topK) {}
 
-  static final double H100_BF16_PEAK_GFLOPS = 989_000;
 
   private final Backend backend;
   private final boolean quick;
@@ -64,17 +62,9 @@ public final class GemmSuite {
 
   public List<BenchResult> run() {
     DType dtype = onCpu() ? DType.F32 : DType.BF16;
-    double peakGflops;
-    String peakName;
-    if (onCpu()) {
-      double[] g = {0};
-      CpuNative.check(CpuNative.moe4j_cpu_measure_fma_peak(0.5, g));
-      peakGflops = g[0];
-      peakName = String.format("measured CPU FMA peak %.0f GFLOP/s", peakGflops);
-    } else {
-      peakGflops = H100_BF16_PEAK_GFLOPS;
-      peakName = "H100 SXM bf16 dense 989 TFLOP/s";
-    }
+    Peak peak = Peak.of(backend);
+    double peakGflops = peak.gflops();
+    String peakName = peak.name();
     log.println("bench gemm on " + backend.name() + ", " + dtype + ", peak: " + peakName);
     List<BenchResult> results = new ArrayList<>();
     for (Layer layer : layers())

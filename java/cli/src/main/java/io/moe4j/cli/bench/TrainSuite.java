@@ -5,7 +5,6 @@ import io.moe4j.nn.MoeTransformer;
 import io.moe4j.nn.OpTimes;
 import io.moe4j.ops.AdamWConfig;
 import io.moe4j.ops.Backend;
-import io.moe4j.runtime.CpuNative;
 import io.moe4j.tensor.Device;
 import io.moe4j.train.AdamW;
 import java.io.PrintStream;
@@ -24,8 +23,6 @@ import java.util.SplittableRandom;
  * ~100M-parameter MoE; cuda adds a ~1B-parameter MoE in mixed precision.
  */
 public final class TrainSuite {
-
-  private static final double H100_BF16_PEAK_GFLOPS = 989_000;
 
   private record Case(String name, ModelConfig config, int batch, int seqLen, boolean mixedPrecision) {}
 
@@ -69,17 +66,9 @@ public final class TrainSuite {
   }
 
   public List<BenchResult> run() {
-    double peakGflops;
-    String peakName;
-    if (onCpu()) {
-      double[] g = {0};
-      CpuNative.check(CpuNative.moe4j_cpu_measure_fma_peak(0.5, g));
-      peakGflops = g[0];
-      peakName = String.format("measured CPU FMA peak %.0f GFLOP/s", peakGflops);
-    } else {
-      peakGflops = H100_BF16_PEAK_GFLOPS;
-      peakName = "H100 SXM bf16 dense 989 TFLOP/s (MFU)";
-    }
+    Peak peak = Peak.of(backend);
+    double peakGflops = peak.gflops();
+    String peakName = peak.name() + (onCpu() ? "" : " (MFU)");
     log.println("bench train on " + backend.name() + ", peak: " + peakName);
     List<BenchResult> results = new ArrayList<>();
     for (Case c : cases()) results.add(runCase(c, peakGflops, peakName));
