@@ -25,19 +25,20 @@ import org.junit.jupiter.api.Test;
 import org.junit.jupiter.api.io.TempDir;
 
 /**
- * Lifelong MoE on the synthetic tasks: a tiny model learns SORT, is checkpointed, resumed with two
- * new experts per layer and everything old frozen, and trained on COPY (with SORT examples mixed
- * in, so that the new router rows learn to leave SORT tokens to the old experts). The numbers in
- * the assertions are the measured ones with a margin (see the comments).
+ * Lifelong MoE on the synthetic tasks: the demo model learns COPY, is checkpointed, resumed with two
+ * new experts per layer and everything old frozen (attention, embeddings, norms, old experts, old
+ * router rows), and trained on SHIFT (copy's attention with a new per-letter map) with COPY examples
+ * mixed in (rehearsal: the new experts and router rows also see the old task, so they learn not to
+ * disturb it). The numbers in the assertions are the measured ones with a margin (see the comments).
  *
- * <p>Measured (CPU, this test; SORT on 120 held-out prompts, so one prompt is 0.8%): SORT exact match
- * 0.900 after phase 1 and 0.875 after growing; COPY held-out loss 6.37 → 2.07, but COPY exact match
- * stays near 0 (0.025) in 300 steps: with attention,
- * embeddings and norms frozen, new experts alone lower the loss without learning to copy exactly.
- * Without the SORT examples in phase 2 (a separate run, not in this test) SORT fell from 0.90 to
- * 0.05: the new router rows, trained only on COPY, take SORT tokens from the frozen experts.
+ * <p>Measured (CPU, this test, the demo model: 4 layers, d = 128, 8 experts grown to 10): COPY exact
+ * match 0.983 after phase 1 (600 steps) and 0.983 after growing (900 more steps); SHIFT 0.000 →
+ * 0.925. Without the COPY examples in phase 2 (the same experiment through the CLI, docs/BENCHMARKS.md
+ * "Lifelong MoE") the new router rows take the old tasks' tokens and the old tasks fall to 0–5%.
  */
 class GrowthTest {
+
+  static final int PHASE1 = 600, PHASE2 = 900;
 
   static Backend cpu;
   static final ByteTokenizer TOKENIZER = new ByteTokenizer();
@@ -53,51 +54,47 @@ class GrowthTest {
     cpu.close();
   }
 
-  static ModelConfig small() {
-    return new ModelConfig(ModelConfig.Architecture.MIXTRAL, ByteTokenizer.VOCAB_SIZE, 64, 2, 4, 2, 16, 0, 128, 4, 2, true, 1,
-        List.of(), ModelConfig.QkNorm.NONE, 1e-5f, 10000f, 64, false, 0.01f, 0.001f, ModelConfig.Routing.TOKEN_CHOICE, 0f, 0, 0,
-        ByteTokenizer.BOS_ID, ByteTokenizer.EOS_ID, 0.02f);
-  }
-
   static double accuracy(MoeTransformer model, List<Example> heldOut) {
     return new ExactMatchEvaluator(TOKENIZER, heldOut).evaluate(model, 0).value();
   }
 
-  static double loss(MoeTransformer model, Set<SyntheticTask> tasks, int seqLen) {
-    return new ValidationLossEvaluator(List.of(new SyntheticTasks(TOKENIZER, tasks, seqLen, 77).nextBatch(64)))
-        .evaluate(model, 0).value();
-  }
-
   @Test
   void grownModelLearnsTheNewTaskAndKeepsTheOldOne(@TempDir Path tmp) {
-    Set<SyntheticTask> oldTask = EnumSet.of(SyntheticTask.SORT), newTask = EnumSet.of(SyntheticTask.COPY);
-    Set<SyntheticTask> both = EnumSet.of(SyntheticTask.SORT, SyntheticTask.COPY);
+    Set<SyntheticTask> oldTask = EnumSet.of(SyntheticTask.COPY), newTask = EnumSet.of(SyntheticTask.SHIFT);
+    Set<SyntheticTask> both = EnumSet.of(SyntheticTask.COPY, SyntheticTask.SHIFT);
     int seqLen = SyntheticTasks.requiredSeqLen(both);
     List<Example> oldHeldOut = new SyntheticTasks(TOKENIZER, oldTask, seqLen, 0).heldOut(120, 3);
-    List<Example> newHeldOut = new SyntheticTasks(TOKENIZER, newTask, seqLen, 0).heldOut(40, 3);
+    List<Example> newHeldOut = new SyntheticTasks(TOKENIZER, newTask, seqLen, 0).heldOut(120, 3);
     Path ckpt = tmp.resolve("ckpt");
-    double oldBefore, newLossBefore;
+    double oldBefore, newBefore;
     Map<String, float[]> frozenBefore = new HashMap<>();
-    try (Trainer t = Trainer.builder(cpu).model(small()).data(TrainingData.synthetic(new SyntheticTasks(TOKENIZER, oldTask, seqLen, 1)))
-        .steps(600).batchSize(16).schedule(new LrSchedule(3e-3f, 3e-4f, 20, 600, LrSchedule.Decay.COSINE)).seed(1)
+    try (Trainer t = Trainer.builder(cpu).model(ModelConfig.demo()).data(TrainingData.synthetic(new SyntheticTasks(TOKENIZER, oldTask, seqLen, 1)))
+        .steps(PHASE1).batchSize(32).schedule(new LrSchedule(3e-3f, 3e-4f, 20, PHASE1, LrSchedule.Decay.COSINE)).seed(1)
         .checkpoints(ckpt, 0).build()) {
       t.run();
       oldBefore = accuracy(t.model(), oldHeldOut);
-      newLossBefore = loss(t.model(), newTask, seqLen);
+      newBefore = accuracy(t.model(), newHeldOut);
       for (Parameter p : t.model().parameters()) frozenBefore.put(p.name(), cpu.toFloats(p.value()));
     }
-    // measured: SORT 0.90 after 600 steps (120 held-out prompts)
-    assertTrue(oldBefore >= 0.8, "the old task is learned first: " + oldBefore);
+    // measured: COPY 0.983, SHIFT 0.000 (never trained) after 600 steps
+    assertTrue(oldBefore >= 0.9, "the old task is learned first: " + oldBefore);
+    assertTrue(newBefore <= 0.05, "the new task is new: " + newBefore);
 
-    double oldAfter, newLossAfter, newAccuracy;
+    double oldAfter, newAfter;
+    long[][] taskExpert = new long[SyntheticTask.values().length][10]; // last 100 steps, summed over layers
     try (Trainer t = Trainer.builder(cpu).data(TrainingData.synthetic(new SyntheticTasks(TOKENIZER, both, seqLen, 2)))
-        .steps(900).batchSize(16).schedule(new LrSchedule(3e-3f, 3e-4f, 620, 900, LrSchedule.Decay.COSINE))
-        .resume(ckpt).grow(2, true).build()) {
-      assertEquals(6, t.model().config().numExperts());
+        .steps(PHASE1 + PHASE2).batchSize(32)
+        .schedule(new LrSchedule(3e-3f, 3e-4f, PHASE1 + 20, PHASE1 + PHASE2, LrSchedule.Decay.COSINE))
+        .resume(ckpt).grow(2, true).callback(m -> {
+          if (m.step() > PHASE1 + PHASE2 - 100 && m.taskExpertTokens() != null) {
+            for (int task = 0; task < taskExpert.length; task++)
+              for (int e = 0; e < taskExpert[task].length; e++) taskExpert[task][e] += m.taskExpertTokens()[task][e];
+          }
+        }).build()) {
+      assertEquals(10, t.model().config().numExperts());
       t.run();
       oldAfter = accuracy(t.model(), oldHeldOut);
-      newLossAfter = loss(t.model(), newTask, seqLen);
-      newAccuracy = accuracy(t.model(), newHeldOut);
+      newAfter = accuracy(t.model(), newHeldOut);
       for (Parameter p : t.model().parameters()) {
         float[] before = frozenBefore.get(p.name());
         float[] now = cpu.toFloats(p.value());
@@ -108,11 +105,25 @@ class GrowthTest {
           assertEquals(before.length, p.trainableFrom(), p.name() + ": only the new tail trains");
       }
     }
-    // measured: SORT 0.900 -> 0.875, COPY loss 6.37 -> 2.07 (see the class comment); the 0.1 margin is
-    // 12 of 120 prompts: earlier runs on 40 prompts moved by up to 0.1 with f32 rounding changes alone
-    assertTrue(oldAfter >= oldBefore - 0.1, "old task kept: " + oldBefore + " -> " + oldAfter);
-    assertTrue(newLossAfter < 0.5 * newLossBefore, "new task learned: loss " + newLossBefore + " -> " + newLossAfter);
-    System.out.printf("growth: SORT %.3f -> %.3f, COPY loss %.3f -> %.3f, COPY exact match %.3f%n", oldBefore, oldAfter,
-        newLossBefore, newLossAfter, newAccuracy);
+    double oldToNew = newExpertShare(taskExpert[SyntheticTask.COPY.id()]);
+    double newToNew = newExpertShare(taskExpert[SyntheticTask.SHIFT.id()]);
+    System.out.printf("growth phase 2: COPY %.3f -> %.3f, SHIFT %.3f -> %.3f; share of assignments to the new experts:"
+        + " COPY %.3f, SHIFT %.3f%n", oldBefore, oldAfter, newBefore, newAfter, oldToNew, newToNew);
+    // measured: COPY 0.983 -> 0.983, SHIFT 0.000 -> 0.925 (120 held-out prompts each: one prompt is 0.008)
+    assertTrue(oldAfter >= oldBefore - 0.05, "old task kept: " + oldBefore + " -> " + oldAfter);
+    assertTrue(newAfter >= 0.8, "new task learned by the new experts alone: " + newAfter);
+    // measured: 0.215 and 0.242 — the new experts serve both tasks (they train on both), so the
+    // rehearsal examples, not a task split in the router, are what keeps COPY intact
+    assertTrue(oldToNew > 0 && newToNew > 0, "the grown experts are used: " + oldToNew + ", " + newToNew);
+  }
+
+  /** Fraction of a task's (token, slot) assignments that went to the grown experts 8 and 9. */
+  static double newExpertShare(long[] perExpert) {
+    long all = 0, grown = 0;
+    for (int e = 0; e < perExpert.length; e++) {
+      all += perExpert[e];
+      if (e >= 8) grown += perExpert[e];
+    }
+    return all == 0 ? 0 : (double) grown / all;
   }
 }

@@ -57,6 +57,23 @@ public enum SyntheticTask {
       Arrays.sort(sorted);
       return new String[] {s, new String(sorted)};
     }
+  },
+
+  /**
+   * {@code rot:cafe=} → {@code dbgf}: every letter one step on in {@code 'a'..'j'}, {@code 'j'} wraps to
+   * {@code 'a'}. Copy's attention with a new per-letter map: the kind of task new experts can learn
+   * on top of a frozen model that already copies (lifelong MoE, {@code --add-experts --freeze-old}).
+   */
+  SHIFT("rot:") {
+    @Override
+    String[] inputAndAnswer(SplitMix64 rng, TaskSizes sizes) {
+      String s = randomLetters(rng, sizes);
+      char[] shifted = s.toCharArray();
+      for (int i = 0; i < shifted.length; i++) {
+        shifted[i] = shifted[i] == LAST_LETTER ? FIRST_LETTER : (char) (shifted[i] + 1);
+      }
+      return new String[] {s, new String(shifted)};
+    }
   };
 
   static final char FIRST_LETTER = 'a';

@@ -31,7 +31,7 @@ class SyntheticTasksTest {
   @Test
   void sameSeedGivesTheSameBatches() {
     SyntheticTasks a = dataset(ALL, 42);
-    SyntheticTasks b = dataset(EnumSet.of(SyntheticTask.SORT, SyntheticTask.ADD, SyntheticTask.COPY,
+    SyntheticTasks b = dataset(EnumSet.of(SyntheticTask.SHIFT, SyntheticTask.SORT, SyntheticTask.ADD, SyntheticTask.COPY,
         SyntheticTask.REVERSE), 42);
     SyntheticTasks other = dataset(ALL, 43);
     boolean differs = false;
@@ -77,7 +77,7 @@ class SyntheticTasksTest {
       assertTrue(SyntheticTasks.isHeldOut(e.prompt()), e.prompt());
       evaluation.add(e.prompt());
     }
-    assertEquals(2000, evaluation.size());
+    assertEquals(500 * ALL.size(), evaluation.size());
     int rows = 0;
     Set<String> trainingPrompts = new HashSet<>();
     while (rows < 20_000) {
@@ -184,6 +184,14 @@ class SyntheticTasksTest {
           Arrays.sort(in);
           assertArrayEquals(in, out, "same letters: " + e);
         }
+        case SHIFT -> {
+          assertLetters(input);
+          assertEquals(input.length(), e.answer().length());
+          for (int k = 0; k < input.length(); k++) {
+            char in = input.charAt(k), out = e.answer().charAt(k);
+            assertEquals(in == 'j' ? 'a' : (char) (in + 1), out, e.toString());
+          }
+        }
         default -> throw new AssertionError(e.task());
       }
       int[] promptTokens = e.promptTokens();
@@ -191,7 +199,8 @@ class SyntheticTasksTest {
       assertEquals(e.prompt(), TOKENIZER.decode(promptTokens));
     }
     for (SyntheticTask task : SyntheticTask.values()) {
-      assertTrue(seen.getOrDefault(task, 0) > 850, task + " drawn " + seen.get(task) + " of 4000");
+      int expected = 4000 / SyntheticTask.values().length;
+      assertTrue(seen.getOrDefault(task, 0) > 0.85 * expected, task + " drawn " + seen.get(task) + " of 4000");
     }
   }
 
@@ -255,7 +264,7 @@ class SyntheticTasksTest {
     long before = data.position();
     List<Example> examples = data.heldOut(50, 77);
     assertEquals(before, data.position(), "evaluation draws leave the training stream alone");
-    assertEquals(200, examples.size());
+    assertEquals(50 * ALL.size(), examples.size());
     Set<String> prompts = new HashSet<>();
     for (int i = 0; i < examples.size(); i++) {
       Example e = examples.get(i);
@@ -360,6 +369,11 @@ class SyntheticTasksTest {
         char[] c = input.toCharArray();
         Arrays.sort(c);
         return new String(c);
+      }
+      case "rot": {
+        StringBuilder out = new StringBuilder();
+        for (char c : input.toCharArray()) out.append(c == 'j' ? 'a' : (char) (c + 1));
+        return out.toString();
       }
       default:
         throw new AssertionError(prompt);
