@@ -48,7 +48,7 @@ class TrainCommandTest {
     assertUsage("--batch-size must be a whole number, got 'many'", "train", "--batch-size", "many");
     assertUsage("--lr must be > 0, got 0", "train", "--lr", "0");
     assertUsage("--routing must be token-choice or expert-choice, got 'random'", "train", "--routing", "random");
-    assertUsage("--tasks must list tasks from add,copy,reverse,sort, got 'divide'", "train", "--tasks", "add,divide");
+    assertUsage("--tasks must list tasks from add,copy,reverse,sort,shift, got 'divide'", "train", "--tasks", "add,divide");
     assertUsage("--seq-len must be >= 23", "train", "--seq-len", "5");
     assertUsage("--preset must be demo, got 'huge'", "train", "--preset", "huge");
     assertUsage("--freeze-old needs --add-experts", "train", "--freeze-old");

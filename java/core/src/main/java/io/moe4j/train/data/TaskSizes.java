@@ -1,8 +1,9 @@
 package io.moe4j.train.data;
 
 /**
- * How large the synthetic inputs are: numbers of 1 to {@code maxDigits} digits (ADD), strings of
- * {@code minLetters} to {@code maxLetters} letters from {@code 'a'..'j'} (COPY, REVERSE, SORT).
+ * How large the synthetic inputs are: numbers of 1 to {@code maxDigits} digits, written zero-padded to
+ * {@code maxDigits} (ADD), strings of {@code minLetters} to {@code maxLetters} letters from
+ * {@code 'a'..'j'} (COPY, REVERSE, SORT, SHIFT).
  * {@link #DEFAULT} is what the tasks are specified with; smaller sizes make quicker experiments,
  * larger ones harder tasks.
  */

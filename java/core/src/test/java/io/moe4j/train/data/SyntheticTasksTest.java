@@ -158,8 +158,9 @@ class SyntheticTasksTest {
           String[] terms = input.split("\\+");
           assertEquals(2, terms.length, e.prompt());
           for (String term : terms) {
-            assertTrue(term.matches("0|[1-9][0-9]{0,2}"), e.prompt());
+            assertTrue(term.matches("[0-9]{3}"), "zero-padded to 3 digits: " + e.prompt());
           }
+          assertTrue(e.answer().matches("[0-9]{4}"), "zero-padded to 4 digits: " + e);
           assertEquals(Integer.parseInt(terms[0]) + Integer.parseInt(terms[1]),
               Integer.parseInt(e.answer()), e.toString());
         }
@@ -306,7 +307,8 @@ class SyntheticTasksTest {
     for (int i = 0; i < 2000; i++) {
       Example e = hard.nextExample();
       assertEquals(expectedAnswer(e.prompt()), e.answer());
-      sawNineDigits |= e.prompt().matches("add:[0-9]{9}\\+.*");
+      assertTrue(e.prompt().matches("add:[0-9]{9}\\+[0-9]{9}=|sort:.*"), e.prompt());
+      sawNineDigits |= e.prompt().matches("add:[1-9][0-9]{8}\\+.*");
     }
     assertTrue(sawNineDigits);
     hard.nextBatch(64);
@@ -357,9 +359,10 @@ class SyntheticTasksTest {
     int colon = prompt.indexOf(':');
     String input = prompt.substring(colon + 1, prompt.length() - 1);
     switch (prompt.substring(0, colon)) {
-      case "add": {
+      case "add": { // operands zero-padded to one width, the sum to one digit more
         int plus = input.indexOf('+');
-        return Integer.toString(Integer.parseInt(input.substring(0, plus)) + Integer.parseInt(input.substring(plus + 1)));
+        int sum = Integer.parseInt(input.substring(0, plus)) + Integer.parseInt(input.substring(plus + 1));
+        return String.format("%0" + (plus + 1) + "d", sum);
       }
       case "copy":
         return input;
