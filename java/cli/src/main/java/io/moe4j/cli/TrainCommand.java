@@ -11,6 +11,9 @@ import io.moe4j.ops.Backends;
 import io.moe4j.runtime.CpuNative;
 import io.moe4j.tensor.Device;
 import io.moe4j.text.ByteTokenizer;
+import io.moe4j.text.HfTokenizer;
+import io.moe4j.text.Tokenizer;
+import io.moe4j.text.Tokenizers;
 import io.moe4j.train.EvalResult;
 import io.moe4j.train.Evaluator;
 import io.moe4j.train.ExactMatchEvaluator;
@@ -64,6 +67,8 @@ final class TrainCommand {
     o.addOption(null, "preset", true, "model preset: demo (default; 4 layers, d=128, 8 experts, top-2)");
     o.addOption(null, "config", true, "model from an HF config.json (Mixtral, Qwen3-MoE, OLMoE)");
     o.addOption(Option.builder().longOpt("data").hasArgs().argName("FILE...").desc("text files (byte-level tokens); default: the synthetic tasks").build());
+    o.addOption(null, "tokenizer", true, "with --data: a Hugging Face tokenizer.json (or a directory holding one) instead of "
+        + "byte-level tokens; the demo model takes its vocabulary, the checkpoint keeps the tokenizer's files");
     o.addOption(null, "tasks", true, "synthetic tasks, comma-separated: " + taskNames() + " (default add,copy,reverse,sort)");
     o.addOption(null, "steps", true, "total optimizer steps (a resumed run continues up to this count; demo " + DEMO_STEPS + ")");
     o.addOption(null, "batch-size", true, "rows per micro-batch (demo " + DEMO_BATCH + ")");
@@ -111,7 +116,7 @@ final class TrainCommand {
   private record Settings(
       String preset, Path config, List<Path> data, Set<SyntheticTask> tasks, Long steps, Integer batchSize, int gradAccumulation,
       Integer seqLen, Float lr, Long warmup, ModelConfig.Routing routing, String device, long seed, Path out, Path resume,
-      int addExperts, boolean freezeOld, Long evalEvery, long checkpointEvery, int evalPrompts) {
+      int addExperts, boolean freezeOld, Long evalEvery, long checkpointEvery, int evalPrompts, Path tokenizer) {
 
     static Settings parse(CommandLine cl) {
       String preset = cl.getOptionValue("preset");
@@ -126,6 +131,10 @@ final class TrainCommand {
           if (!Files.isRegularFile(p)) throw new Main.UsageException("--data " + f + " is not a readable file");
           data.add(p);
         }
+      Path tokenizer = cl.hasOption("tokenizer") ? Path.of(cl.getOptionValue("tokenizer")) : null;
+      if (tokenizer != null && data.isEmpty())
+        throw new Main.UsageException("--tokenizer applies to --data text files (the synthetic tasks are byte-level)");
+      if (tokenizer != null && !Files.exists(tokenizer)) throw new Main.UsageException("--tokenizer " + tokenizer + " does not exist");
       Set<SyntheticTask> tasks = EnumSet.copyOf(DEFAULT_TASKS);
       if (cl.hasOption("tasks")) {
         if (!data.isEmpty()) throw new Main.UsageException("--tasks chooses synthetic tasks and cannot be combined with --data");
@@ -181,7 +190,7 @@ final class TrainCommand {
       Long evalEvery = cl.hasOption("eval-every") ? longOption(cl, "eval-every", 0, 0) : null;
       return new Settings(preset, config, data, tasks, steps, batch, (int) longOption(cl, "grad-accumulation", 1, 1), seqLen, lr, warmup,
           routing, cl.getOptionValue("device", "auto"), longOption(cl, "seed", 1, Long.MIN_VALUE), out, resume, addExperts, freezeOld,
-          evalEvery, longOption(cl, "checkpoint-every", 0, 0), (int) longOption(cl, "eval-prompts", 50, 1));
+          evalEvery, longOption(cl, "checkpoint-every", 0, 0), (int) longOption(cl, "eval-prompts", 50, 1), tokenizer);
     }
 
     /** A whole-number option ≥ min, or its default; the message names the option and what came. */
@@ -202,13 +211,13 @@ final class TrainCommand {
   }
 
   private int train(Settings s, Backend backend, PrintStream out, PrintStream err) {
-    ByteTokenizer tokenizer = new ByteTokenizer();
     TrainingCheckpoint.Contents resumed = s.resume() == null ? null : TrainingCheckpoint.read(s.resume());
     TrainerState resumedState = resumed == null ? null : resumed.state();
-    ModelConfig config = resumed != null ? resumed.config() : modelConfig(s);
-    if (config.vocabSize() < ByteTokenizer.VOCAB_SIZE)
-      throw new Main.UsageException("the model's vocab_size " + config.vocabSize() + " is smaller than the byte-level tokenizer's "
-          + ByteTokenizer.VOCAB_SIZE);
+    Tokenizer tokenizer = tokenizer(s, resumed == null ? null : resumed.config());
+    ModelConfig config = resumed != null ? resumed.config() : modelConfig(s, tokenizer);
+    if (config.vocabSize() < tokenizer.vocabSize())
+      throw new Main.UsageException("the model's vocab_size " + config.vocabSize() + " is smaller than the tokenizer's "
+          + tokenizer.vocabSize() + (tokenizer instanceof HfTokenizer hf ? " (" + hf.file() + ")" : " (byte-level)"));
     boolean synthetic = s.data().isEmpty();
     int seqLen;
     TrainingData data;
@@ -258,7 +267,8 @@ final class TrainCommand {
     out.printf("moe4j train on %s: %s, %d layers, d=%d, %d experts (top-%d, %s), %s, seq %d, batch %d x %d, steps %d, lr %.2g%n",
         backend.name(), config.architecture().modelType(), config.numLayers(), config.hiddenSize(),
         config.numExperts() + s.addExperts(), config.expertsPerToken(), config.routing().name().toLowerCase(Locale.ROOT).replace('_', '-'),
-        synthetic ? "synthetic tasks " + s.tasks() : s.data().size() + " text file(s)", seqLen, batch, s.gradAccumulation(),
+        synthetic ? "synthetic tasks " + s.tasks() : s.data().size() + " text file(s), "
+            + (tokenizer instanceof HfTokenizer hf ? "tokenizer " + hf.file() + " (vocab " + hf.vocabSize() + ")" : "byte-level"), seqLen, batch, s.gradAccumulation(),
         steps, lr);
     long t0 = System.nanoTime();
     int status = 0;
@@ -289,7 +299,25 @@ final class TrainCommand {
     return status;
   }
 
-  private ModelConfig modelConfig(Settings s) {
+  /**
+   * The tokenizer of the text: --tokenizer; else, resuming a model trained with a Hugging Face
+   * tokenizer (vocabulary other than the byte-level one), the checkpoint's own tokenizer.json; else
+   * byte-level (always for the synthetic tasks).
+   */
+  private static Tokenizer tokenizer(Settings s, ModelConfig resumedConfig) {
+    if (s.data().isEmpty()) return new ByteTokenizer();
+    try {
+      if (s.tokenizer() != null) return Tokenizers.load(s.tokenizer());
+      if (resumedConfig != null && resumedConfig.vocabSize() != ByteTokenizer.VOCAB_SIZE
+          && Files.isRegularFile(s.resume().resolve(HfTokenizer.TOKENIZER_JSON)))
+        return Tokenizers.load(s.resume());
+    } catch (IllegalArgumentException e) {
+      throw new Main.UsageException("--tokenizer: " + e.getMessage());
+    }
+    return new ByteTokenizer();
+  }
+
+  private ModelConfig modelConfig(Settings s, Tokenizer tokenizer) {
     ModelConfig c;
     if (s.config() != null) {
       try {
@@ -299,6 +327,7 @@ final class TrainCommand {
       }
     } else {
       c = ModelConfig.demo();
+      if (!(tokenizer instanceof ByteTokenizer)) c = c.withVocabulary(tokenizer.vocabSize(), tokenizer.bosId(), tokenizer.eosId());
     }
     if (s.routing() != null) {
       if (c.numExperts() == 0) throw new Main.UsageException("--routing needs a model with MoE layers; the config has no experts");

@@ -57,6 +57,53 @@ class TrainCommandTest {
     Path empty = Files.createDirectory(tmp.resolve("empty"));
     assertUsage("--resume " + empty + " has no trainer_state.json", "train", "--resume", empty.toString());
     assertUsage("unexpected argument 'extra'", "train", "extra");
+    assertUsage("--tokenizer applies to --data text files", "train", "--tokenizer", tmp.toString());
+  }
+
+  /** A word-level Hugging Face tokenizer: 12 words, unk, bos, eos. */
+  static final String WORD_TOKENIZER_JSON = """
+      {"version": "1.0", "truncation": null, "padding": null,
+       "added_tokens": [
+         {"id": 0, "content": "<unk>", "single_word": false, "lstrip": false, "rstrip": false, "normalized": false, "special": true},
+         {"id": 1, "content": "<s>", "single_word": false, "lstrip": false, "rstrip": false, "normalized": false, "special": true},
+         {"id": 2, "content": "</s>", "single_word": false, "lstrip": false, "rstrip": false, "normalized": false, "special": true}],
+       "normalizer": null, "pre_tokenizer": {"type": "WhitespaceSplit"}, "post_processor": null, "decoder": null,
+       "model": {"type": "WordLevel", "unk_token": "<unk>", "vocab": {"<unk>": 0, "<s>": 1, "</s>": 2, "the": 3, "cat": 4,
+         "sat": 5, "on": 6, "mat": 7, "a": 8, "dog": 9, "ran": 10, "to": 11, "red": 12, "big": 13, "door": 14}}}
+      """;
+
+  @Test
+  void trainsOnTextWithAHuggingFaceTokenizer(@TempDir Path tmp) throws Exception {
+    Path tok = Files.createDirectory(tmp.resolve("tok"));
+    Files.writeString(tok.resolve("tokenizer.json"), WORD_TOKENIZER_JSON);
+    Files.writeString(tok.resolve("tokenizer_config.json"), "{\"bos_token\": \"<s>\", \"eos_token\": \"</s>\"}");
+    Path a = tmp.resolve("a.txt"), b = tmp.resolve("b.txt");
+    Files.writeString(a, "the cat sat on the mat . a dog ran to the red door ".repeat(40));
+    Files.writeString(b, "the big dog sat on a red mat ".repeat(40));
+    Path out = tmp.resolve("run");
+    Result r = run("train", "--data", a.toString(), b.toString(), "--tokenizer", tok.toString(), "--seq-len", "16", "--steps", "3",
+        "--batch-size", "4", "--out", out.toString(), "--device", "cpu");
+    assertEquals(0, r.status(), r.err());
+    assertTrue(r.out().contains("tokenizer " + tok.resolve("tokenizer.json") + " (vocab 15)"), r.out());
+    Path ckpt = out.resolve("checkpoint");
+    ModelConfig trained = HfConfig.read(ckpt.resolve("config.json"));
+    assertEquals(15, trained.vocabSize(), "the demo model takes the tokenizer's vocabulary");
+    assertEquals(1, trained.bosTokenId());
+    assertEquals(2, trained.eosTokenId());
+    assertEquals(WORD_TOKENIZER_JSON, Files.readString(ckpt.resolve("tokenizer.json")), "the tokenizer's own file is saved");
+    assertEquals(Files.readString(tok.resolve("tokenizer_config.json")), Files.readString(ckpt.resolve("tokenizer_config.json")));
+
+    // resuming without --tokenizer takes the checkpoint's, and generation reads it back
+    Result resumed = run("train", "--resume", out.toString(), "--data", a.toString(), b.toString(), "--steps", "4", "--device", "cpu");
+    assertEquals(0, resumed.status(), resumed.err());
+    assertTrue(resumed.out().contains("tokenizer " + ckpt.resolve("tokenizer.json")), resumed.out());
+    Result gen = run("generate", "--model", ckpt.toString(), "--device", "cpu", "--prompt", "the cat", "--max-new-tokens", "3");
+    assertEquals(0, gen.status(), gen.err());
+
+    Path small = tmp.resolve("vocab8.json");
+    HfConfig.write(HfConfig.read(tinyConfig(tmp)).withVocabulary(8, 1, 2), small);
+    assertUsage("the model's vocab_size 8 is smaller than the tokenizer's 15", "train", "--config", small.toString(),
+        "--data", a.toString(), "--tokenizer", tok.toString(), "--steps", "1", "--out", tmp.resolve("x").toString());
   }
 
   @Test

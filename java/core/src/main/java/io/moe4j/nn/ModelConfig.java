@@ -134,6 +134,15 @@ public record ModelConfig(
         sharedExpertIntermediateSize, bosTokenId, eosTokenId, initializerRange);
   }
 
+  /** The same model for another tokenizer: its vocabulary size and bos / eos ids (-1: none). */
+  public ModelConfig withVocabulary(int vocab, int bosId, int eosId) {
+    return new ModelConfig(architecture, vocab, hiddenSize, numLayers, numHeads, numKvHeads, headDim,
+        denseIntermediateSize, moeIntermediateSize, numExperts, expertsPerToken, normTopkProb, decoderSparseStep,
+        mlpOnlyLayers, qkNorm, rmsNormEps, ropeTheta, maxPositionEmbeddings, tieWordEmbeddings,
+        routerAuxLossCoef, routerZLossCoef, routing, capacityFactor, numSharedExperts,
+        sharedExpertIntermediateSize, bosId, eosId, initializerRange);
+  }
+
   /** The same model with another routing kind and capacity factor. */
   public ModelConfig withRouting(Routing kind, float factor) {
     return new ModelConfig(architecture, vocabSize, hiddenSize, numLayers, numHeads, numKvHeads, headDim,

@@ -12,6 +12,7 @@ import io.moe4j.nn.MoeTransformer;
 import io.moe4j.tensor.DType;
 import io.moe4j.tensor.Tensor;
 import io.moe4j.text.ByteTokenizer;
+import io.moe4j.text.HfTokenizer;
 import io.moe4j.text.Tokenizer;
 import java.io.IOException;
 import java.io.UncheckedIOException;
@@ -19,6 +20,7 @@ import java.nio.charset.StandardCharsets;
 import java.nio.file.Files;
 import java.nio.file.Path;
 import java.util.LinkedHashMap;
+import java.util.List;
 import java.util.Map;
 
 /**
@@ -58,6 +60,12 @@ public final class TrainingCheckpoint {
         bytes.writeTokenizerConfig(scratch.resolve("tokenizer_config.json"));
         extras.put("tokenizer.json", Files.readAllBytes(scratch.resolve("tokenizer.json")));
         extras.put("tokenizer_config.json", Files.readAllBytes(scratch.resolve("tokenizer_config.json")));
+      } else if (tokenizer instanceof HfTokenizer hf) {
+        // the files it was loaded from, unchanged, so HF tools load the same tokenizer
+        Path from = hf.file().toAbsolutePath().getParent();
+        extras.put(HfTokenizer.TOKENIZER_JSON, Files.readAllBytes(hf.file()));
+        for (String name : List.of(HfTokenizer.TOKENIZER_CONFIG_JSON, HfTokenizer.CHAT_TEMPLATE_JINJA, HfTokenizer.CHAT_TEMPLATE_JSON))
+          if (Files.isRegularFile(from.resolve(name))) extras.put(name, Files.readAllBytes(from.resolve(name)));
       }
       extras.put(STATE_FILE, stateJson(state).getBytes(StandardCharsets.UTF_8));
       HfCheckpoint.save(dir, model.config(), model.parameters(), model.backend(), DType.F32, extras);

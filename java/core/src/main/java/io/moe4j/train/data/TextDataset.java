@@ -36,6 +36,10 @@ public final class TextDataset implements BatchSource {
     if (tokenizer == null) {
       throw new IllegalArgumentException("tokenizer must not be null");
     }
+    if (files.size() > 1 && tokenizer.eosId() < 0) {
+      throw new IllegalArgumentException("the tokenizer has no eos token to put between the " + files.size()
+          + " files; give one file or a tokenizer whose tokenizer_config.json names an eos_token");
+    }
     if (seqLen <= 0) {
       throw new IllegalArgumentException("seqLen must be > 0, got " + seqLen);
     }

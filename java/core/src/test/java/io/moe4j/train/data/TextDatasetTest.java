@@ -6,6 +6,7 @@ import static org.junit.jupiter.api.Assertions.assertThrows;
 import static org.junit.jupiter.api.Assertions.assertTrue;
 
 import io.moe4j.text.ByteTokenizer;
+import io.moe4j.text.Tokenizer;
 import java.io.IOException;
 import java.nio.charset.StandardCharsets;
 import java.nio.file.Files;
@@ -189,5 +190,19 @@ class TextDatasetTest {
     TextDataset data = new TextDataset(List.of(ok), TOKENIZER, 8, 0);
     assertThrows(IllegalArgumentException.class, () -> data.nextTrainBatch(0));
     assertThrows(IllegalArgumentException.class, () -> data.validationBatches(0));
+
+    Tokenizer noEos = new Tokenizer() { // a tokenizer whose config names no eos token
+      public int[] encode(String text) { return TOKENIZER.encode(text); }
+      public String decode(int[] ids) { return TOKENIZER.decode(ids); }
+      public int vocabSize() { return TOKENIZER.vocabSize(); }
+      public int bosId() { return -1; }
+      public int eosId() { return -1; }
+      public int padId() { return -1; }
+      public java.util.OptionalInt tokenId(String token) { return java.util.OptionalInt.empty(); }
+      public boolean isSpecial(int id) { return false; }
+    };
+    assertEquals(ok.toFile().length(), new TextDataset(List.of(ok), noEos, 8, 0).totalTokens(), "one file needs no separator");
+    e = assertThrows(IllegalArgumentException.class, () -> new TextDataset(List.of(ok, ok), noEos, 8, 0));
+    assertTrue(e.getMessage().contains("no eos token"), e.getMessage());
   }
 }
