@@ -34,7 +34,7 @@
  *
  * The backward's tile products use the same kernels (S = Q K^T and dP = dO V^T as score tiles;
  * dV += P^T dO, dK += dS^T Q and dQ += dS K as P V products, dS transposed for the last), so it
- * is bitwise equal across the variants too; P = exp(S - lse) there is still the libm expf.
+ * is bitwise equal across the variants too, and P = exp(S - lse) uses the forward's vectorized exp.
  */
 #include <math.h>
 #include <omp.h>
@@ -53,6 +53,7 @@ namespace {
 
 constexpr int Br = kAttnBlockQ;
 constexpr int Bc = kAttnBlockK;
+static_assert(Bc == attn::kCols, "the tile kernels work on rows of kCols keys");
 
 struct Shape {
   int64_t seq; /* the ABI's seq: S (uniform) or T (varlen); also the lse row stride of a head */
@@ -164,6 +165,16 @@ const float *f32_rows(const T *src, float *buf, const Seq &sq, int64_t t0, int n
   }
 }
 
+/* The keys of the tile at k0 (nc of them; 0 for a padding row) that query i may attend: one range
+ * [lo, hi) of tile columns (attn_allowed, element by element, gives the same set); empty: 0, 0. */
+void tile_key_range(int64_t i, int64_t k0, int nc, const Shape &sh, int64_t w, int *lo, int *hi) {
+  int64_t a = 0, b = nc;
+  if (sh.causal && i + 1 - k0 < b) b = i + 1 - k0;
+  if (w > 0 && i - w + 1 - k0 > a) a = i - w + 1 - k0;
+  *lo = (int)(a < b ? a : 0);
+  *hi = (int)(a < b ? b : 0);
+}
+
 template <typename T>
 void forward_item(const T *q, const T *k, const T *v, T *out, float *lse, const Shape &sh,
                   const Seq &sq, int64_t h, int64_t qt, float *buf) {
@@ -187,14 +198,7 @@ void forward_item(const T *q, const T *k, const T *v, T *out, float *lse, const 
     const float *kr = f32_rows(k, kf, sq, k0, nc, kvh, sh, sh.hkv, &ldk);
     const float *vr = f32_rows(v, vf, sq, k0, nc, kvh, sh, sh.hkv, &ldv);
     attn::scores(sh.wide, kr, ldk, qt_f, st, nc, D); /* S^T [nc][Br] */
-    for (int r = 0; r < Br; r++) { /* keys row i may attend: one range [lo, hi) of the tile */
-      const int64_t i = q0 + r;
-      int64_t a = 0, b = r < nr ? nc : 0;
-      if (sh.causal && i + 1 - k0 < b) b = i + 1 - k0;
-      if (sq.w > 0 && i - sq.w + 1 - k0 > a) a = i - sq.w + 1 - k0;
-      lo[r] = (int)(a < b ? a : 0);
-      hi[r] = (int)(a < b ? b : 0);
-    }
+    for (int r = 0; r < Br; r++) tile_key_range(q0 + r, k0, r < nr ? nc : 0, sh, sq.w, &lo[r], &hi[r]);
     attn::softmax_tile(st, nc, lo, hi, sh.scale, mx, sum, alpha);
     for (int r = 0; r < nr; r++)
       if (alpha[r] != 1.0f) scale_row(o + r * D, D, alpha[r]);
@@ -249,16 +253,9 @@ void forward(const T *q, const T *k, const T *v, T *out, float *lse, const Shape
 void tile_grad_scores(float *s, float *ds, const float *lse_rows, const float *di_rows,
                       int64_t q0, int nr, int64_t k0, int nc, const Shape &sh, int64_t w) {
   for (int r = 0; r < nr; r++) {
-    const int64_t i = q0 + r;
-    const float l = lse_rows[r], di = di_rows[r];
-    float *sr = s + r * Bc, *dr = ds + r * Bc;
-    for (int c = 0; c < Bc; c++) {
-      float p = 0.0f;
-      if (c < nc && l != -INFINITY && attn_allowed(i, k0 + c, sh.causal, w))
-        p = expf(sh.scale * sr[c] - l);
-      sr[c] = p;
-      dr[c] = p * (dr[c] - di);
-    }
+    int lo, hi;
+    tile_key_range(q0 + r, k0, nc, sh, w, &lo, &hi);
+    attn::grad_scores_row(s + r * Bc, ds + r * Bc, lo, hi, sh.scale, lse_rows[r], di_rows[r]);
   }
 }
 

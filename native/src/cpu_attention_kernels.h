@@ -125,6 +125,20 @@ MOE4J_SIMD_CLONES inline void softmax_tile(float *__restrict__ st, int nc,
   for (int r = 0; r < kCols; r++) sum[r] = sum[r] * alpha[r] + ts[r];
 }
 
+/* The backward's recomputed probabilities for one query row of a tile: s[c] becomes
+ * p = exp(scale * s[c] - l) for the keys c in [lo, hi) the row may attend, 0 elsewhere (and 0 for
+ * a row with no key, l == -inf), and ds[c] (dO V^T on entry) becomes dS = p * (ds[c] - di). The
+ * exp is the forward's, vectorized over the 64 keys. */
+MOE4J_SIMD_CLONES inline void grad_scores_row(float *__restrict__ s, float *__restrict__ ds, int lo,
+                                              int hi, float scale, float l, float di) {
+  const bool any = l != -INFINITY;
+  for (int c = 0; c < kCols; c++) {
+    const float p = any && c >= lo && c < hi ? exp_shifted(scale * s[c], l) : 0.0f;
+    s[c] = p;
+    ds[c] = p * (ds[c] - di);
+  }
+}
+
 /* s[r * 64 + c] = Σ_d a[r * lda + d] bt[d * 64 + c] (fma chain over d from 0). */
 MOE4J_SIMD_CLONES inline void scores_portable(const float *__restrict__ a, int64_t lda,
                                               const float *__restrict__ bt, float *__restrict__ s,
