@@ -66,7 +66,7 @@ final class TrainCommand {
     Options o = new Options();
     o.addOption(null, "preset", true, "model preset: demo (default; 4 layers, d=128, 8 experts, top-2)");
     o.addOption(null, "config", true, "model from an HF config.json (Mixtral, Qwen3-MoE, OLMoE)");
-    o.addOption(Option.builder().longOpt("data").hasArgs().argName("FILE...").desc("text files (byte-level tokens); default: the synthetic tasks").build());
+    o.addOption(Option.builder().longOpt("data").hasArgs().argName("FILE...").desc("text files (byte-level tokens unless --tokenizer); default: the synthetic tasks").build());
     o.addOption(null, "tokenizer", true, "with --data: a Hugging Face tokenizer.json (or a directory holding one) instead of "
         + "byte-level tokens; the demo model takes its vocabulary, the checkpoint keeps the tokenizer's files");
     o.addOption(null, "tasks", true, "synthetic tasks, comma-separated: " + taskNames() + " (default add,copy,reverse,sort)");
@@ -312,7 +312,7 @@ final class TrainCommand {
           && Files.isRegularFile(s.resume().resolve(HfTokenizer.TOKENIZER_JSON)))
         return Tokenizers.load(s.resume());
     } catch (IllegalArgumentException e) {
-      throw new Main.UsageException("--tokenizer: " + e.getMessage());
+      throw new Main.UsageException((s.tokenizer() != null ? "--tokenizer: " : "the checkpoint's tokenizer: ") + e.getMessage());
     }
     return new ByteTokenizer();
   }
