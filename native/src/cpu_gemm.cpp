@@ -13,7 +13,7 @@
  * schedule (kernels/common/grouped_gemm_schedule.h) and handed out through an atomic counter, so a
  * skewed routing keeps every thread busy. A thread owning an item loops over KC blocks of the
  * reduction (pc); for each it packs the KC x NT block of B (NR-wide micro-panels; bf16 widened
- * here; stays in L2), then for each MC block of rows packs A (MC x KC) and runs the MR x NR
+ * here; read back from L2/L3 one micro-panel at a time), then for each MC block of rows packs A (MC x KC) and runs the MR x NR
  * micro-kernel over it (ir outer: the A micro-panel stays in L1 while B micro-panels stream from
  * L2) into the item's f32 tile buffer; the first KC block writes the buffer, later ones continue
  * each element's FMA chain. The epilogue (row scale, accumulate, SwiGLU, rounding to the output
@@ -73,7 +73,7 @@ const Variant &variant() {
     const bool allow256 = force == nullptr || strcmp(force, "scalar") != 0;
     if (allow512 && __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
         __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("fma"))
-      return Variant{kAvx512MR, kAvx512NR, 14 * 12, 256, ukr_avx512, pack_avx512<float>,
+      return Variant{kAvx512MR, kAvx512NR, 14 * 12, 512, ukr_avx512, pack_avx512<float>,
                      pack_avx512<bf16_t>, 2};
     if (allow256 && __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma"))
       return Variant{kAvx2MR, kAvx2NR, 6 * 16, 256, ukr_avx2, pack_avx2<float>, pack_avx2<bf16_t>, 1};
@@ -346,19 +346,13 @@ struct Runner {
     }
   }
 
-  int32_t run() {
-    const int64_t E = pb.num_groups;
-    int64_t m_max = 0;
-    for (int64_t e = 0; e < E; e++)
-      if (!left_to_gemv(e) && m_of(e) > m_max) m_max = m_of(e);
-    if (cols == 0 || m_max == 0) return MOE4J_OK;
-    /* Tiles: up to 1024 rows x 1024 packed columns. A tile's A rows are packed once per tile and
-     * its B columns once per tile, so large tiles pack x and w fewer times (2048^3: each of them
-     * twice); the f32 tile buffer (4 MiB) lives in L3 and only the KC x 1024 B block (1 MiB) and
-     * the MC x KC A block must stay in L2. Only shapes decide them. */
-    const int64_t nr = v.nr, mr = v.mr;
+  /* Sets tile_n, pack_n and tile_m for tiles of at most tm_max rows x tn_max packed columns
+   * (even splits of the columns and of the largest group's rows), fills the tile prefix over the
+   * groups (kernels/common/grouped_gemm_schedule.h) and returns the number of column tiles. */
+  int64_t plan_tiles(int64_t tn_max, int64_t tm_max, int64_t m_max, int64_t *prefix) {
+    const int64_t nr = v.nr, mr = v.mr, E = pb.num_groups;
     const int64_t packed_per_col = pb.kind == Kind::kSwiglu ? 2 : 1;
-    int64_t tn = 1024 / packed_per_col;
+    int64_t tn = tn_max / packed_per_col;
     tn = tn < nr ? nr : tn / nr * nr;
     const int64_t cols_pad = round_up(cols, nr);
     tile_n = tn < cols_pad ? tn : cols_pad;
@@ -367,16 +361,9 @@ struct Runner {
       tile_n = round_up(ceil_div_i64(cols_pad, parts), nr);
     }
     pack_n = tile_n * packed_per_col;
-    const int64_t m_parts = ceil_div_i64(m_max, 1024);
+    const int64_t m_parts = ceil_div_i64(m_max, tm_max);
     tile_m = round_up(ceil_div_i64(m_max, m_parts), mr);
     const int64_t n_tiles = ceil_div_i64(cols, tile_n);
-
-    std::vector<int64_t> prefix;
-    try {
-      prefix.resize(E + 1);
-    } catch (const std::bad_alloc &) {
-      return fail(MOE4J_ERR_OUT_OF_MEMORY, "grouped gemm: cannot allocate the tile schedule");
-    }
     prefix[0] = 0;
     for (int64_t e = 0; e < E; e++) {
       /* wgrad: an empty group still owns tiles (it writes zeros) unless accumulating */
@@ -384,12 +371,41 @@ struct Runner {
           (pb.kind == Kind::kWgrad && pb.accumulate && group_rows(pb, e) == 0) || left_to_gemv(e);
       prefix[e + 1] = prefix[e] + (skip ? 0 : tiles_in_group(m_of(e), tile_m, n_tiles));
     }
+    return n_tiles;
+  }
+
+  int32_t run() {
+    const int64_t E = pb.num_groups, mr = v.mr;
+    int64_t m_max = 0;
+    for (int64_t e = 0; e < E; e++)
+      if (!left_to_gemv(e) && m_of(e) > m_max) m_max = m_of(e);
+    if (cols == 0 || m_max == 0) return MOE4J_OK;
+    /* Tiles: up to 1024 rows x 2048 packed columns. A tile's A rows are packed once per tile and
+     * its B columns once per tile, so large tiles pack x and w fewer times (2048^3: x once, w
+     * twice); the f32 tile buffer (8 MiB) lives in L3, the A block (MC x KC, 336 KiB) in L2, and
+     * the KC x 2048 B block streams from L3 one NR-wide micro-panel at a time. On the AVX-512 VM
+     * of docs/BENCHMARKS.md this is 3-5% faster than 1024 x 1024 tiles with KC 256 on every dense
+     * 2048^3 entry point. When that leaves fewer work items than threads the tiles are halved
+     * (columns first) until every thread has one. Only shapes and the thread count decide them. */
+    int threads = omp_get_max_threads();
+    if (threads < 1) threads = 1;
+    std::vector<int64_t> prefix;
+    try {
+      prefix.resize(E + 1);
+    } catch (const std::bad_alloc &) {
+      return fail(MOE4J_ERR_OUT_OF_MEMORY, "grouped gemm: cannot allocate the tile schedule");
+    }
+    int64_t n_tiles = 0;
+    for (int64_t tn_max = 2048, tm_max = 1024;;) {
+      n_tiles = plan_tiles(tn_max, tm_max, m_max, prefix.data());
+      if (prefix[E] >= threads || (tn_max <= 128 && tm_max <= 128)) break;
+      if (tn_max > 128) tn_max /= 2;
+      else tm_max /= 2;
+    }
     const int64_t total = prefix[E];
     if (total == 0) return MOE4J_OK;
 
-    int threads = omp_get_max_threads();
     if (threads > total) threads = (int)total;
-    if (threads < 1) threads = 1;
     const int64_t bsz = round_up(v.kc * pack_n, 16);
     const int64_t asz = round_up(round_up(v.mc, mr) * v.kc, 16);
     const int64_t csz = round_up(round_up(tile_m, mr) * (pack_n + 16), 16);

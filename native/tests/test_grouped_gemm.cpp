@@ -260,7 +260,9 @@ TEST_CASE(dense_offsets_null_and_large_shapes) {
       run_case(Case{Op::kDgrad, in, out, {}, 77, 65, 300, false, true}, seed++);
       run_case(Case{Op::kWgrad, in, out, {}, 263, 33, 70, false, false}, seed++);
     }
-  /* bigger than one tile in every dimension (1024-row tiles, KC = 256 blocks) */
+  /* bigger than one tile in every dimension (1024-row x 2048-column tiles, KC = 512 blocks on
+   * AVX-512, 256 on AVX2) */
+  run_case(Case{Op::kForward, kF32, kF32, {}, 40, 2100, 530, false, false}, seed++);
   run_case(Case{Op::kForward, kF32, kF32, {1100, 0, 7, 950}, 2057, 67, 520, true, false}, seed++);
   run_case(Case{Op::kDgrad, kBF16, kF32, {}, 1500, 300, 40, false, false}, seed++);
   run_case(Case{Op::kWgrad, kF32, kBF16, {600, 0, 700}, 1300, 45, 70, false, true}, seed++);
@@ -340,20 +342,19 @@ TEST_CASE(deterministic_across_runs_and_thread_counts) {
   x.fill(1); w.fill(2); dy.fill(3);
   int saved = omp_get_max_threads();
   std::vector<Buf> outs;
-  for (int threads : {2, 2, 1}) {
+  /* 3 and 7 threads: a single dense tile is split until every thread has one (other tiles) */
+  for (int threads : {2, 2, 1, 3, 7}) {
     omp_set_num_threads(threads);
-    Buf y(kF32, T * n), dx(kF32, T * k), dw(kF32, E * n * k), h(kBF16, T * (n / 2));
+    Buf y(kF32, T * n), dx(kF32, T * k), dw(kF32, E * n * k), h(kBF16, T * (n / 2)), yd(kF32, 300 * n);
     CHECK_STATUS(moe4j_cpu_grouped_gemm_forward(kBF16, x.ptr(), w.ptr(), kF32, y.ptr(), off.data(), E, T, n, k, nullptr, 0), MOE4J_OK);
+    CHECK_STATUS(moe4j_cpu_grouped_gemm_forward(kBF16, x.ptr(), w.ptr(), kF32, yd.ptr(), nullptr, 1, 300, n, k, nullptr, 0), MOE4J_OK);
     CHECK_STATUS(moe4j_cpu_grouped_gemm_dgrad(kBF16, dy.ptr(), w.ptr(), kF32, dx.ptr(), off.data(), E, T, n, k, 0), MOE4J_OK);
     CHECK_STATUS(moe4j_cpu_grouped_gemm_wgrad(kBF16, dy.ptr(), x.ptr(), kF32, dw.ptr(), off.data(), E, T, n, k, 0), MOE4J_OK);
     CHECK_STATUS(moe4j_cpu_grouped_gemm_swiglu_forward(kBF16, x.ptr(), w.ptr(), kBF16, h.ptr(), nullptr, off.data(), E, T, n / 2, k), MOE4J_OK);
-    outs.push_back(y); outs.push_back(dx); outs.push_back(dw); outs.push_back(h);
+    outs.push_back(y); outs.push_back(dx); outs.push_back(dw); outs.push_back(h); outs.push_back(yd);
   }
   omp_set_num_threads(saved);
-  for (int i = 0; i < 4; i++) {
-    CHECK(outs[i].bitwise_equal(outs[4 + i]));
-    CHECK(outs[i].bitwise_equal(outs[8 + i]));
-  }
+  for (size_t i = 5; i < outs.size(); i++) CHECK(outs[i].bitwise_equal(outs[i % 5]));
 }
 
 TEST_CASE(bad_arguments_fail_with_messages) {
