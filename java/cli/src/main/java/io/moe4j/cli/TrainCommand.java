@@ -59,7 +59,7 @@ final class TrainCommand {
       EnumSet.of(SyntheticTask.ADD, SyntheticTask.COPY, SyntheticTask.REVERSE, SyntheticTask.SORT);
   static final int DEFAULT_TEXT_SEQ_LEN = 128;
   static final int EVAL_SEED = 1234;
-  /** H100 SXM dense bf16; training runs in F32 on the GPU today, so MFU against it is a lower bound. */
+  /** H100 SXM dense bf16 (the MFU reference for --precision bf16; with f32 the MFU is a lower bound). */
   static final double H100_PEAK_FLOPS = 989e12;
 
   private Options options() {
@@ -73,6 +73,8 @@ final class TrainCommand {
     o.addOption(null, "steps", true, "total optimizer steps (a resumed run continues up to this count; demo " + DEMO_STEPS + ")");
     o.addOption(null, "batch-size", true, "rows per micro-batch (demo " + DEMO_BATCH + ")");
     o.addOption(null, "grad-accumulation", true, "micro-batches per optimizer step (default 1)");
+    o.addOption(null, "precision", true, "f32 | bf16: bf16 = BF16 compute copies of the matrices, F32 master weights and "
+        + "moments (default: bf16 on cuda, f32 on cpu)");
     o.addOption(null, "seq-len", true, "tokens per row (synthetic: the tasks' minimum; text: " + DEFAULT_TEXT_SEQ_LEN + ")");
     o.addOption(null, "lr", true, "peak learning rate (demo " + DEMO_LR + "); warmup then cosine decay to lr/10");
     o.addOption(null, "warmup", true, "warmup steps (default 5% of --steps)");
@@ -80,7 +82,9 @@ final class TrainCommand {
     o.addOption(null, "device", true, "auto | cpu | cuda | cuda:N (default auto)");
     o.addOption(null, "seed", true, "seed of the model init and the data stream (default 1)");
     o.addOption(null, "out", true, "output directory (default train-out; with --resume: the resumed run's directory)");
-    o.addOption(null, "resume", true, "continue from a checkpoint directory (or a run directory holding checkpoint/)");
+    o.addOption(null, "resume", true, "continue from a checkpoint directory (or a run directory holding checkpoint/); "
+        + "options not given (steps, batch size, accumulation, seq len, lr, seed, tasks, precision) are the checkpoint's, "
+        + "so an interrupted run continues bit-exactly");
     o.addOption(null, "add-experts", true, "with --resume: grow every MoE layer by N new experts");
     o.addOption(null, "freeze-old", false, "with --add-experts: train only the new experts and their router rows");
     o.addOption(null, "eval-every", true, "evaluate every N steps (default: 4 times per run; 0 = only at the end)");
@@ -114,9 +118,10 @@ final class TrainCommand {
 
   /** Parsed, checked options. */
   private record Settings(
-      String preset, Path config, List<Path> data, Set<SyntheticTask> tasks, Long steps, Integer batchSize, int gradAccumulation,
-      Integer seqLen, Float lr, Long warmup, ModelConfig.Routing routing, String device, long seed, Path out, Path resume,
-      int addExperts, boolean freezeOld, Long evalEvery, long checkpointEvery, int evalPrompts, Path tokenizer) {
+      String preset, Path config, List<Path> data, Set<SyntheticTask> tasks, Long steps, Integer batchSize,
+      Integer gradAccumulation, Integer seqLen, Float lr, Long warmup, ModelConfig.Routing routing, String device, Long seed,
+      Path out, Path resume, int addExperts, boolean freezeOld, Long evalEvery, long checkpointEvery, int evalPrompts,
+      Path tokenizer, Boolean bf16) {
 
     static Settings parse(CommandLine cl) {
       String preset = cl.getOptionValue("preset");
@@ -135,7 +140,7 @@ final class TrainCommand {
       if (tokenizer != null && data.isEmpty())
         throw new Main.UsageException("--tokenizer applies to --data text files (the synthetic tasks are byte-level)");
       if (tokenizer != null && !Files.exists(tokenizer)) throw new Main.UsageException("--tokenizer " + tokenizer + " does not exist");
-      Set<SyntheticTask> tasks = EnumSet.copyOf(DEFAULT_TASKS);
+      Set<SyntheticTask> tasks = null; // not given: the defaults, or a resumed run's
       if (cl.hasOption("tasks")) {
         if (!data.isEmpty()) throw new Main.UsageException("--tasks chooses synthetic tasks and cannot be combined with --data");
         tasks = EnumSet.noneOf(SyntheticTask.class);
@@ -188,9 +193,20 @@ final class TrainCommand {
       Integer seqLen = cl.hasOption("seq-len") ? (int) longOption(cl, "seq-len", 0, 1) : null;
       Long warmup = cl.hasOption("warmup") ? longOption(cl, "warmup", 0, 0) : null;
       Long evalEvery = cl.hasOption("eval-every") ? longOption(cl, "eval-every", 0, 0) : null;
-      return new Settings(preset, config, data, tasks, steps, batch, (int) longOption(cl, "grad-accumulation", 1, 1), seqLen, lr, warmup,
-          routing, cl.getOptionValue("device", "auto"), longOption(cl, "seed", 1, Long.MIN_VALUE), out, resume, addExperts, freezeOld,
-          evalEvery, longOption(cl, "checkpoint-every", 0, 0), (int) longOption(cl, "eval-prompts", 50, 1), tokenizer);
+      Integer accumulation = cl.hasOption("grad-accumulation") ? (int) longOption(cl, "grad-accumulation", 0, 1) : null;
+      Long seed = cl.hasOption("seed") ? longOption(cl, "seed", 0, Long.MIN_VALUE) : null;
+      Boolean bf16 = null;
+      if (cl.hasOption("precision")) {
+        String p = cl.getOptionValue("precision");
+        bf16 = switch (p) {
+          case "bf16" -> true;
+          case "f32" -> false;
+          default -> throw new Main.UsageException("--precision must be f32 or bf16, got '" + p + "'");
+        };
+      }
+      return new Settings(preset, config, data, tasks, steps, batch, accumulation, seqLen, lr, warmup, routing,
+          cl.getOptionValue("device", "auto"), seed, out, resume, addExperts, freezeOld, evalEvery,
+          longOption(cl, "checkpoint-every", 0, 0), (int) longOption(cl, "eval-prompts", 50, 1), tokenizer, bf16);
     }
 
     /** A whole-number option ≥ min, or its default; the message names the option and what came. */
@@ -219,24 +235,33 @@ final class TrainCommand {
       throw new Main.UsageException("the model's vocab_size " + config.vocabSize() + " is smaller than the tokenizer's "
           + tokenizer.vocabSize() + (tokenizer instanceof HfTokenizer hf ? " (" + hf.file() + ")" : " (byte-level)"));
     boolean synthetic = s.data().isEmpty();
+    // A resumed run keeps what its checkpoint recorded unless an option says otherwise.
+    long seed = s.seed() != null ? s.seed() : resumedState != null ? resumedState.seed() : 1;
+    Set<SyntheticTask> taskSet = s.tasks() != null ? s.tasks()
+        : resumedState != null && !resumedState.tasks().isEmpty() ? savedTasks(resumedState) : EnumSet.copyOf(DEFAULT_TASKS);
+    int accumulation = s.gradAccumulation() != null ? s.gradAccumulation()
+        : resumedState != null ? resumedState.gradAccumulation() : 1;
+    boolean bf16 = s.bf16() != null ? s.bf16()
+        : resumedState != null ? resumedState.mixedPrecision() : backend.device().kind() != Device.Kind.CPU;
     int seqLen;
     TrainingData data;
     Evaluator evaluator;
     ExactMatchEvaluator exact = null;
     int batch = s.batchSize() != null ? s.batchSize() : resumedState != null ? resumedState.batchSize() : DEMO_BATCH;
     if (synthetic) {
-      int needed = SyntheticTasks.requiredSeqLen(s.tasks());
-      seqLen = s.seqLen() != null ? s.seqLen() : needed;
-      if (seqLen < needed) throw new Main.UsageException("--seq-len must be >= " + needed + " for the tasks " + s.tasks() + ", got " + seqLen);
-      SyntheticTasks tasks = new SyntheticTasks(tokenizer, s.tasks(), seqLen, s.seed());
+      int needed = SyntheticTasks.requiredSeqLen(taskSet);
+      seqLen = s.seqLen() != null ? s.seqLen() : resumedState != null ? Math.max(resumedState.seqLen(), needed) : needed;
+      if (seqLen < needed) throw new Main.UsageException("--seq-len must be >= " + needed + " for the tasks " + taskSet + ", got " + seqLen);
+      SyntheticTasks tasks = new SyntheticTasks(tokenizer, taskSet, seqLen, seed);
       data = TrainingData.synthetic(tasks);
       exact = new ExactMatchEvaluator(tokenizer, tasks.heldOut(s.evalPrompts(), EVAL_SEED));
       evaluator = exact;
     } else {
-      seqLen = s.seqLen() != null ? s.seqLen() : Math.min(DEFAULT_TEXT_SEQ_LEN, config.maxPositionEmbeddings());
+      seqLen = s.seqLen() != null ? s.seqLen()
+          : resumedState != null ? resumedState.seqLen() : Math.min(DEFAULT_TEXT_SEQ_LEN, config.maxPositionEmbeddings());
       TextDataset text;
       try {
-        text = new TextDataset(s.data(), tokenizer, seqLen, s.seed());
+        text = new TextDataset(s.data(), tokenizer, seqLen, seed);
       } catch (IllegalArgumentException e) {
         throw new Main.UsageException("--data: " + e.getMessage());
       }
@@ -245,7 +270,11 @@ final class TrainCommand {
     }
     if (seqLen > config.maxPositionEmbeddings())
       throw new Main.UsageException("--seq-len " + seqLen + " exceeds the model's max_position_embeddings " + config.maxPositionEmbeddings());
-    long steps = s.steps() != null ? s.steps() : resumedState != null ? resumedState.step() + DEMO_STEPS : DEMO_STEPS;
+    // Resuming without --steps: an interrupted run goes on to its planned end; a finished one trains DEMO_STEPS more.
+    long steps = s.steps() != null ? s.steps()
+        : resumedState == null ? DEMO_STEPS
+        : resumedState.schedule().totalSteps() > resumedState.step() && s.addExperts() == 0 ? resumedState.schedule().totalSteps()
+        : resumedState.step() + DEMO_STEPS;
     if (resumedState != null && steps <= resumedState.step())
       throw new Main.UsageException("--steps is the total step count and must exceed the checkpoint's step " + resumedState.step()
           + ", got " + steps);
@@ -264,17 +293,18 @@ final class TrainCommand {
     }
     Path checkpointDir = s.out().resolve("checkpoint");
     double peak = peakFlops(backend);
-    out.printf("moe4j train on %s: %s, %d layers, d=%d, %d experts (top-%d, %s), %s, seq %d, batch %d x %d, steps %d, lr %.2g%n",
+    out.printf("moe4j train on %s: %s, %d layers, d=%d, %d experts (top-%d, %s), %s, seq %d, batch %d x %d, steps %d, lr %.2g, %s%n",
         backend.name(), config.architecture().modelType(), config.numLayers(), config.hiddenSize(),
         config.numExperts() + s.addExperts(), config.expertsPerToken(), config.routing().name().toLowerCase(Locale.ROOT).replace('_', '-'),
-        synthetic ? "synthetic tasks " + s.tasks() : s.data().size() + " text file(s), "
-            + (tokenizer instanceof HfTokenizer hf ? "tokenizer " + hf.file() + " (vocab " + hf.vocabSize() + ")" : "byte-level"), seqLen, batch, s.gradAccumulation(),
-        steps, lr);
+        synthetic ? "synthetic tasks " + taskSet : s.data().size() + " text file(s), "
+            + (tokenizer instanceof HfTokenizer hf ? "tokenizer " + hf.file() + " (vocab " + hf.vocabSize() + ")" : "byte-level"), seqLen, batch, accumulation,
+        steps, lr, bf16 ? "bf16 compute / f32 master" : "f32");
     long t0 = System.nanoTime();
     int status = 0;
-    try (MetricsLog metrics = new MetricsLog(s.out().resolve("metrics.jsonl"))) {
-      Trainer.Builder b = Trainer.builder(backend).data(data).steps(steps).batchSize(batch).gradAccumulation(s.gradAccumulation())
-          .schedule(schedule).seed(s.seed()).evaluator(evaluator, evalEvery).checkpoints(checkpointDir, s.checkpointEvery())
+    long keptSteps = resumedState == null ? 0 : resumedState.step(); // a resumed run's log keeps the lines up to its checkpoint
+    try (MetricsLog metrics = new MetricsLog(s.out().resolve("metrics.jsonl"), keptSteps)) {
+      Trainer.Builder b = Trainer.builder(backend).data(data).steps(steps).batchSize(batch).gradAccumulation(accumulation)
+          .mixedPrecision(bf16).schedule(schedule).seed(seed).evaluator(evaluator, evalEvery).checkpoints(checkpointDir, s.checkpointEvery())
           .tokenizer(tokenizer).peakFlops(peak).optimizer(new AdamWConfig(lr, 0.9f, 0.95f, 1e-8f, 0.1f), 1f).callback(metrics);
       if (s.resume() != null) b.resume(s.resume()).grow(s.addExperts(), s.freezeOld());
       else b.model(config);
@@ -335,6 +365,19 @@ final class TrainCommand {
       c = c.withRouting(s.routing(), cf);
     }
     return c;
+  }
+
+  private static Set<SyntheticTask> savedTasks(TrainerState state) {
+    Set<SyntheticTask> tasks = EnumSet.noneOf(SyntheticTask.class);
+    for (String name : state.tasks()) {
+      try {
+        tasks.add(SyntheticTask.valueOf(name));
+      } catch (IllegalArgumentException e) {
+        throw new Main.UsageException("the checkpoint trains on a task this version does not know: '" + name + "'; choose --tasks from "
+            + taskNames());
+      }
+    }
+    return tasks;
   }
 
   private static double peakFlops(Backend backend) {

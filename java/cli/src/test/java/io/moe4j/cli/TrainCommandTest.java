@@ -6,6 +6,7 @@ import static org.junit.jupiter.api.Assertions.assertTrue;
 import io.moe4j.io.HfConfig;
 import io.moe4j.nn.ModelConfig;
 import io.moe4j.text.ByteTokenizer;
+import io.moe4j.train.TrainerState;
 import io.moe4j.train.TrainingCheckpoint;
 import java.io.ByteArrayOutputStream;
 import java.io.PrintStream;
@@ -134,5 +135,48 @@ class TrainCommandTest {
     List<String> after = Files.readAllLines(out.resolve("metrics.jsonl"));
     assertEquals(6, after.stream().filter(l -> l.contains("\"loss\"")).count(), "the resumed run appends steps 5 and 6");
     assertTrue(after.stream().anyMatch(l -> l.startsWith("{\"step\":6,") && l.contains("\"tokens\":[") ), "step 6 logged");
+  }
+
+  @Test
+  void resumeKeepsTheCheckpointsSettingsAndAFreshRunStartsANewLog(@TempDir Path tmp) throws Exception {
+    Path config = tinyConfig(tmp);
+    Path out = tmp.resolve("run");
+    Result r = run("train", "--config", config.toString(), "--tasks", "copy,sort", "--steps", "3", "--batch-size", "4",
+        "--grad-accumulation", "2", "--seed", "5", "--seq-len", "40", "--precision", "bf16", "--out", out.toString(),
+        "--eval-prompts", "2", "--device", "cpu");
+    assertEquals(0, r.status(), r.err());
+    assertTrue(r.out().contains("seq 40, batch 4 x 2") && r.out().contains("bf16 compute / f32 master"), r.out());
+    TrainerState first = TrainingCheckpoint.read(out.resolve("checkpoint")).state();
+    assertEquals(List.of("COPY", "SORT"), first.tasks());
+    assertTrue(first.mixedPrecision());
+    assertEquals(5, first.seed());
+    assertEquals(2, first.gradAccumulation());
+
+    // no options but --resume and --steps: tasks, seed, seq len, batch, accumulation and precision are the checkpoint's
+    Result resumed = run("train", "--resume", out.toString(), "--steps", "5", "--eval-prompts", "2", "--device", "cpu");
+    assertEquals(0, resumed.status(), resumed.err());
+    assertTrue(resumed.out().contains("synthetic tasks [COPY, SORT], seq 40, batch 4 x 2, steps 5")
+        && resumed.out().contains("bf16 compute / f32 master"), resumed.out());
+    TrainerState second = TrainingCheckpoint.read(out.resolve("checkpoint")).state();
+    assertEquals(5, second.step());
+    assertEquals(first.tasks(), second.tasks());
+    assertEquals(first.seed(), second.seed());
+    assertEquals(first.seqLen(), second.seqLen());
+    assertTrue(second.mixedPrecision());
+    List<String> lines = Files.readAllLines(out.resolve("metrics.jsonl"));
+    assertEquals(List.of(1L, 2L, 3L, 4L, 5L), lossSteps(lines), "steps 1-3, then the resumed 4-5");
+
+    // a fresh run into the same directory starts a new log instead of appending to the old one
+    Result fresh = run("train", "--config", config.toString(), "--tasks", "copy", "--steps", "2", "--batch-size", "4",
+        "--out", out.toString(), "--eval-prompts", "2", "--device", "cpu");
+    assertEquals(0, fresh.status(), fresh.err());
+    assertTrue(fresh.out().contains(", f32"), "f32 is the default on cpu: " + fresh.out());
+    assertEquals(List.of(1L, 2L), lossSteps(Files.readAllLines(out.resolve("metrics.jsonl"))));
+    assertUsage("--precision must be f32 or bf16, got 'fp8'", "train", "--precision", "fp8");
+  }
+
+  private static List<Long> lossSteps(List<String> metricsLines) {
+    return metricsLines.stream().filter(l -> l.contains("\"loss\"")).map(l -> Long.parseLong(l.replaceAll("^\\{\"step\":(\\d+),.*$", "$1")))
+        .toList();
   }
 }

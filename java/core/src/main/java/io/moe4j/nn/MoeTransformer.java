@@ -65,7 +65,7 @@ public final class MoeTransformer implements AutoCloseable {
       return p;
     };
     try {
-      embedding = params.create("model.embed_tokens.weight", ParameterSource.Kind.MATRIX, config.vocabSize(),
+      embedding = params.create("model.embed_tokens.weight", ParameterSource.Kind.EMBEDDING, config.vocabSize(),
           config.hiddenSize());
       for (int i = 0; i < config.numLayers(); i++) blocks.add(new DecoderBlock(backend, config, i, params, timer));
       finalNorm = new RmsNorm(backend, params.create("model.norm.weight", ParameterSource.Kind.NORM, config.hiddenSize()),
@@ -431,6 +431,11 @@ public final class MoeTransformer implements AutoCloseable {
       }
     }
     refreshComputeCopies();
+  }
+
+  /** Whether {@link #setMixedPrecision} turned BF16 compute copies on. */
+  public boolean mixedPrecision() {
+    return mixedPrecision;
   }
 
   /** Rounds every master weight into its BF16 compute copy. */

@@ -25,7 +25,11 @@ public final class RandomInit implements ParameterSource {
 
   @Override
   public Parameter create(String name, Kind kind, long... shape) {
-    return kind == Kind.MATRIX ? normal(backend, name, seed, std, shape) : ones(backend, name, numel(shape));
+    return switch (kind) {
+      case MATRIX -> normal(backend, name, seed, std, true, shape);
+      case EMBEDDING -> normal(backend, name, seed, std, false, shape);
+      case NORM -> ones(backend, name, numel(shape));
+    };
   }
 
   /** Stream for one tensor: the same (seed, name) always draws the same values. */
@@ -41,9 +45,11 @@ public final class RandomInit implements ParameterSource {
     return values;
   }
 
-  private static Parameter normal(Backend backend, String name, long seed, float std, long... shape) {
+  private static Parameter normal(Backend backend, String name, long seed, float std, boolean weightDecay,
+      long... shape) {
     float[] values = normal(random(seed, name), numel(shape), std);
-    return new Parameter(name, backend.fromFloats(values, DType.F32, shape), backend.zeros(DType.F32, shape), true);
+    return new Parameter(name, backend.fromFloats(values, DType.F32, shape), backend.zeros(DType.F32, shape),
+        weightDecay);
   }
 
   private static Parameter ones(Backend backend, String name, long dim) {

@@ -160,7 +160,7 @@ public final class Trainer implements AutoCloseable {
     AdamWConfig c = optimizer.config();
     return new TrainerState(step, optimizer.stepCount(), skippedSteps, seed, data.position(), batchSize, data.seqLen(),
         gradAccumulation, model.config().numExperts(), frozenExperts, schedule, c.beta1(), c.beta2(), c.eps(),
-        c.weightDecay(), optimizer.maxGradNorm());
+        c.weightDecay(), optimizer.maxGradNorm(), model.mixedPrecision(), data.trainedTasks());
   }
 
   /** One optimizer step over {@code gradAccumulation} micro-batches; tells the callbacks. */
@@ -262,8 +262,9 @@ public final class Trainer implements AutoCloseable {
     private float maxGradNorm = 1f;
     private LrSchedule schedule;
     private long steps = -1;
-    private int batchSize = -1;
-    private int gradAccumulation = 1;
+    private int batchSize = 0; // 0: not set (a resumed run takes the checkpoint's)
+    private int gradAccumulation = 0; // 0: not set (1, or the checkpoint's when resuming)
+    private Boolean mixedPrecision; // null: not set (off, or the checkpoint's when resuming)
     private long seed = 0;
     private Evaluator evaluator;
     private long evalInterval = 0;
@@ -319,13 +320,27 @@ public final class Trainer implements AutoCloseable {
       return this;
     }
 
+    /** Rows per micro-batch (required for a fresh run; a resumed run keeps the checkpoint's unless set). */
     public Builder batchSize(int batchSize) {
+      if (batchSize <= 0) throw new IllegalArgumentException("batchSize must be > 0, got " + batchSize);
       this.batchSize = batchSize;
       return this;
     }
 
+    /** Micro-batches per optimizer step (default 1; a resumed run keeps the checkpoint's unless set). */
     public Builder gradAccumulation(int microBatches) {
+      if (microBatches <= 0) throw new IllegalArgumentException("gradAccumulation must be > 0, got " + microBatches);
       this.gradAccumulation = microBatches;
+      return this;
+    }
+
+    /**
+     * BF16 compute copies of the matrices with F32 master weights and moments
+     * ({@link MoeTransformer#setMixedPrecision}); default off, a resumed run keeps the checkpoint's
+     * unless set.
+     */
+    public Builder mixedPrecision(boolean on) {
+      this.mixedPrecision = on;
       return this;
     }
 
@@ -394,8 +409,6 @@ public final class Trainer implements AutoCloseable {
     public Trainer build() {
       if (data == null) throw new IllegalArgumentException("data must be set (synthetic tasks or a text dataset)");
       if (steps <= 0) throw new IllegalArgumentException("steps must be > 0, got " + steps);
-      if (batchSize <= 0) throw new IllegalArgumentException("batchSize must be > 0, got " + batchSize);
-      if (gradAccumulation <= 0) throw new IllegalArgumentException("gradAccumulation must be > 0, got " + gradAccumulation);
       if (adamw == null) throw new IllegalArgumentException("optimizer config must not be null");
       if (evalInterval < 0) throw new IllegalArgumentException("eval interval must be >= 0, got " + evalInterval);
       if (checkpointInterval < 0) throw new IllegalArgumentException("checkpoint interval must be >= 0, got " + checkpointInterval);
@@ -406,12 +419,15 @@ public final class Trainer implements AutoCloseable {
       if (freezeOld && addExperts == 0) throw new IllegalArgumentException("freezeOld needs addExperts > 0 (nothing new to train)");
       if (tokenizer == null) throw new IllegalArgumentException("tokenizer must not be null");
       if (resumeFrom != null) return resumed();
+      if (batchSize == 0) throw new IllegalArgumentException("batchSize must be set");
+      if (gradAccumulation == 0) gradAccumulation = 1;
       if (schedule == null) throw new IllegalArgumentException("schedule must be set");
       if (config == null && model == null) throw new IllegalArgumentException("model must be set (a ModelConfig or a MoeTransformer)");
       checkSeqLen(config != null ? config : model.config());
       boolean owns = model == null;
       MoeTransformer m = owns ? new MoeTransformer(backend, config, seed) : model;
       try {
+        if (mixedPrecision != null) m.setMixedPrecision(mixedPrecision); // else: off, or as the given model is
         return new Trainer(this, m, owns, new AdamW(backend, m.parameters(), adamw, maxGradNorm), 0, 0, 0);
       } catch (RuntimeException e) {
         if (owns) m.close();
@@ -435,6 +451,9 @@ public final class Trainer implements AutoCloseable {
       ModelConfig c = saved.config();
       checkSeqLen(c);
       if (schedule == null) schedule = st.schedule();
+      if (batchSize == 0) batchSize = st.batchSize();
+      if (gradAccumulation == 0) gradAccumulation = st.gradAccumulation();
+      if (mixedPrecision == null) mixedPrecision = st.mixedPrecision();
       seed = st.seed();
       MoeTransformer m = new MoeTransformer(backend, c, st.seed());
       AdamW opt = null;
@@ -458,6 +477,7 @@ public final class Trainer implements AutoCloseable {
             frozen = old;
           }
         }
+        m.setMixedPrecision(mixedPrecision); // after loading and growing: the copies round the final weights
         return new Trainer(this, m, true, opt, st.step(), st.skippedSteps(), frozen);
       } catch (RuntimeException e) {
         if (opt != null) opt.close();

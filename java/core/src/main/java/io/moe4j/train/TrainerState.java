@@ -11,6 +11,8 @@ package io.moe4j.train;
  * @param dataPosition the training data stream's position after the last drawn batch
  * @param numExperts experts per MoE layer when saved
  * @param frozenExperts experts frozen by --freeze-old (0 = none)
+ * @param mixedPrecision whether the run computes with BF16 copies of the matrices (F32 master)
+ * @param tasks the synthetic tasks the run trains on (empty for text data)
  */
 public record TrainerState(
     long step,
@@ -28,7 +30,9 @@ public record TrainerState(
     float beta2,
     float eps,
     float weightDecay,
-    float maxGradNorm) {
+    float maxGradNorm,
+    boolean mixedPrecision,
+    java.util.List<String> tasks) {
 
   public TrainerState {
     if (step < 0) throw new IllegalArgumentException("trainer_state.json: step must be >= 0, got " + step);
@@ -36,5 +40,6 @@ public record TrainerState(
       throw new IllegalArgumentException("trainer_state.json: optimizer_steps must be in [0, step=" + step + "], got " + optimizerSteps);
     if (skippedSteps < 0) throw new IllegalArgumentException("trainer_state.json: skipped_steps must be >= 0, got " + skippedSteps);
     if (schedule == null) throw new IllegalArgumentException("trainer_state.json: schedule is missing");
+    tasks = tasks == null ? java.util.List.of() : java.util.List.copyOf(tasks);
   }
 }

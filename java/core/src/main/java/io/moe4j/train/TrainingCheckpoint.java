@@ -145,6 +145,9 @@ public final class TrainingCheckpoint {
     adam.put("eps", s.eps());
     adam.put("weight_decay", s.weightDecay());
     adam.put("max_grad_norm", s.maxGradNorm());
+    o.put("mixed_precision", s.mixedPrecision());
+    com.fasterxml.jackson.databind.node.ArrayNode tasks = o.putArray("tasks");
+    for (String t : s.tasks()) tasks.add(t);
     try {
       return JSON.writeValueAsString(o);
     } catch (IOException e) {
@@ -176,7 +179,10 @@ public final class TrainingCheckpoint {
         field(o, "num_experts", source).asInt(), field(o, "frozen_experts", source).asInt(), schedule,
         (float) field(adam, "beta1", source).asDouble(), (float) field(adam, "beta2", source).asDouble(),
         (float) field(adam, "eps", source).asDouble(), (float) field(adam, "weight_decay", source).asDouble(),
-        (float) field(adam, "max_grad_norm", source).asDouble());
+        (float) field(adam, "max_grad_norm", source).asDouble(),
+        o.path("mixed_precision").asBoolean(false), // absent in checkpoints written before it existed
+        o.has("tasks") ? java.util.stream.StreamSupport.stream(o.get("tasks").spliterator(), false).map(JsonNode::asText).toList()
+            : java.util.List.of());
   }
 
   private static JsonNode field(JsonNode o, String name, String source) {

@@ -26,6 +26,11 @@ public interface TrainingData {
   /** Names of the tasks that {@link Batch#taskIds()} index (empty for plain text). */
   List<String> taskNames();
 
+  /** The tasks batches are drawn from (synthetic data; empty for plain text), kept in checkpoints. */
+  default List<String> trainedTasks() {
+    return List.of();
+  }
+
   static TrainingData synthetic(SyntheticTasks tasks) {
     if (tasks == null) throw new IllegalArgumentException("tasks must not be null");
     return new TrainingData() {
@@ -53,6 +58,11 @@ public interface TrainingData {
       public List<String> taskNames() {
         // Batch task ids are SyntheticTask ids over the whole enum, not indexes into this subset.
         return java.util.Arrays.stream(SyntheticTask.values()).map(Enum::name).toList();
+      }
+
+      @Override
+      public List<String> trainedTasks() {
+        return tasks.tasks().stream().map(Enum::name).toList();
       }
     };
   }

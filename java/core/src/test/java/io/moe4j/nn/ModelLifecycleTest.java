@@ -146,6 +146,22 @@ class ModelLifecycleTest {
     }
   }
 
+  @Test
+  void weightDecayIsOnProjectionMatricesOnlyNotOnEmbeddingsOrNorms() {
+    ModelConfig tied = new ModelConfig(ModelConfig.Architecture.QWEN3_MOE, 31, 16, 3, 4, 2, 4, 20, 10, 4, 2, true, 1,
+        List.of(1), ModelConfig.QkNorm.PER_HEAD, 1e-5f, 10000f, 64, true, 0.02f, 0.001f,
+        ModelConfig.Routing.TOKEN_CHOICE, 0f, 1, 6, 1, 2, 0.1f);
+    for (ModelConfig c : List.of(config(), tied)) {
+      try (MoeTransformer model = new MoeTransformer(backend, c, 1)) {
+        for (Parameter p : model.parameters()) {
+          boolean projection = !p.name().equals("model.embed_tokens.weight") && !p.name().endsWith("norm.weight");
+          assertEquals(projection, p.weightDecay(), p.name() + (c.tieWordEmbeddings() ? " (tied)" : " (untied)"));
+        }
+        assertEquals(!c.tieWordEmbeddings(), model.parameters().stream().anyMatch(p -> p.name().equals("lm_head.weight")));
+      }
+    }
+  }
+
   private static double[] toDoubles(float[] a, int from) {
     double[] d = new double[a.length - from];
     for (int i = from; i < a.length; i++) d[i - from] = a[i];

@@ -168,13 +168,28 @@ class TrainerTest {
 
   @Test
   void resumeContinuesBitExactly(@TempDir Path tmp) throws Exception {
+    resumeContinuesBitExactly(tmp, false);
+  }
+
+  @Test
+  void mixedPrecisionResumeContinuesBitExactlyWithTheCheckpointsSettings(@TempDir Path tmp) throws Exception {
+    resumeContinuesBitExactly(tmp, true);
+  }
+
+  /**
+   * 8 steps in one go against 4 + checkpoint + resume + 4; the resumed trainer is given neither the
+   * accumulation nor the precision: they come from the checkpoint.
+   */
+  private void resumeContinuesBitExactly(Path tmp, boolean mixed) throws Exception {
     Recorder whole = new Recorder();
-    try (Trainer t = tinyTrainer(copyTask(3), 8).gradAccumulation(2).callback(whole).build()) {
+    try (Trainer t = tinyTrainer(copyTask(3), 8).gradAccumulation(2).mixedPrecision(mixed).callback(whole).build()) {
+      assertEquals(mixed, t.model().mixedPrecision());
       t.run();
     }
     Path ckpt = tmp.resolve("ckpt");
     Recorder first = new Recorder();
-    try (Trainer t = tinyTrainer(copyTask(3), 8).gradAccumulation(2).callback(first).checkpoints(ckpt, 4).build()) {
+    try (Trainer t = tinyTrainer(copyTask(3), 8).gradAccumulation(2).mixedPrecision(mixed).callback(first).checkpoints(ckpt, 4)
+        .build()) {
       for (int i = 0; i < 4; i++) t.runStep();
       t.checkpoint();
     }
@@ -184,10 +199,14 @@ class TrainerTest {
     TrainerState saved = TrainingCheckpoint.read(ckpt).state();
     assertEquals(4, saved.step());
     assertEquals(4, saved.optimizerSteps());
+    assertEquals(2, saved.gradAccumulation());
+    assertEquals(mixed, saved.mixedPrecision());
+    assertEquals(List.of("COPY"), saved.tasks());
     Recorder second = new Recorder();
     // A fresh data stream with another seed: the position in the checkpoint must win.
-    try (Trainer t = tinyTrainer(copyTask(999), 8).gradAccumulation(2).callback(second).resume(ckpt).build()) {
+    try (Trainer t = tinyTrainer(copyTask(999), 8).callback(second).resume(ckpt).build()) {
       assertEquals(4, t.step());
+      assertEquals(mixed, t.model().mixedPrecision());
       t.run();
     }
     float[] joined = new float[8];

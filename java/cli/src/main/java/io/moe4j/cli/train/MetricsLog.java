@@ -1,5 +1,6 @@
 package io.moe4j.cli.train;
 
+import com.fasterxml.jackson.databind.JsonNode;
 import com.fasterxml.jackson.databind.ObjectMapper;
 import com.fasterxml.jackson.databind.node.ArrayNode;
 import com.fasterxml.jackson.databind.node.ObjectNode;
@@ -20,7 +21,7 @@ import java.util.List;
 import java.util.Map;
 
 /**
- * Appends one JSON object per step (and per evaluation, with {@code "eval"}) to metrics.jsonl and
+ * Writes one JSON object per step (and per evaluation, with {@code "eval"}) to metrics.jsonl and
  * keeps what the plots need: the loss curve and the expert-load totals (layer × expert, task ×
  * expert) over the run.
  */
@@ -35,12 +36,37 @@ public final class MetricsLog implements TrainingCallback, AutoCloseable {
   private long[][] taskExpert;
   private final List<EvalResult> evals = new ArrayList<>();
 
-  /** Appends to {@code file} (a resumed run continues the same log). */
-  public MetricsLog(Path file) {
+  /**
+   * Opens {@code file} for a run that starts after step {@code resumedStep}: a fresh run (0) starts
+   * an empty log; a resumed run keeps the lines of steps up to its checkpoint's and drops later ones
+   * (written after that checkpoint by the interrupted run, which the resumed run repeats).
+   */
+  public MetricsLog(Path file, long resumedStep) {
     try {
-      out = Files.newBufferedWriter(file, StandardCharsets.UTF_8, StandardOpenOption.CREATE, StandardOpenOption.APPEND);
+      List<String> kept = new ArrayList<>();
+      if (resumedStep > 0 && Files.exists(file))
+        for (String line : Files.readAllLines(file, StandardCharsets.UTF_8)) {
+          JsonNode o = parse(line);
+          if (o.path("step").asLong(0) > resumedStep) continue;
+          kept.add(line);
+          if (o.has("loss")) { // the loss curve covers the whole run, before and after the resume
+            steps.add(o.get("step").asLong());
+            losses.add((float) o.get("loss").asDouble());
+          }
+        }
+      Files.write(file, kept, StandardCharsets.UTF_8);
+      out = Files.newBufferedWriter(file, StandardCharsets.UTF_8, StandardOpenOption.APPEND);
     } catch (IOException e) {
       throw new UncheckedIOException("cannot open " + file + ": " + e.getMessage(), e);
+    }
+  }
+
+  /** A metrics line as JSON; a line that is not JSON reads as an empty object (kept, step 0). */
+  private static JsonNode parse(String line) {
+    try {
+      return JSON.readTree(line);
+    } catch (IOException e) {
+      return JSON.createObjectNode();
     }
   }
 
