@@ -13,7 +13,7 @@ import java.util.List;
  * Qwen3-MoE, or over the whole projection as in OLMoE), RoPE (rotate-half), flash attention, output
  * projection. Rows are tokens of a [B, S] batch in row-major order, so [T, H·D] is [B, S, H, D].
  */
-final class Attention {
+public final class Attention {
 
   private final Backend backend;
   private final ModelConfig config;
@@ -37,6 +37,11 @@ final class Attention {
   private Tensor positions;
   private int batch;
   private int seq;
+
+  /** The attention of a block whose HF names start with {@code prefix} (e.g. "model.layers.0.self_attn."). */
+  public Attention(Backend backend, ModelConfig config, String prefix, ParameterSource params) {
+    this(backend, config, prefix, params, new OpTimer(backend));
+  }
 
   Attention(Backend backend, ModelConfig config, String prefix, ParameterSource params, OpTimer timer) {
     this.backend = backend;
@@ -65,7 +70,7 @@ final class Attention {
     }
   }
 
-  List<Parameter> parameters() {
+  public List<Parameter> parameters() {
     List<Parameter> list = new ArrayList<>(List.of(q.weight(), k.weight(), v.weight(), o.weight()));
     if (qNorm != null) {
       list.add(qNorm.weight());
@@ -79,7 +84,7 @@ final class Attention {
   }
 
   /** y [T, hidden] = attention(x [T, hidden]) for T = batch·seq tokens. */
-  Tensor forward(Tensor x, int batch, int seq, Tensor positions, Scope saved) {
+  public Tensor forward(Tensor x, int batch, int seq, Tensor positions, Scope saved) {
     this.batch = batch;
     this.seq = seq;
     this.savedX = x;
@@ -170,7 +175,7 @@ final class Attention {
   }
 
   /** dx (overwritten) from dy [T, hidden]; parameter gradients accumulated. */
-  void backward(Tensor dy, Tensor dx) {
+  public void backward(Tensor dy, Tensor dx) {
     long tokens = (long) batch * seq;
     int hq = config.numHeads();
     int hkv = config.numKvHeads();

@@ -8,7 +8,7 @@ import java.util.ArrayList;
 import java.util.List;
 
 /** Pre-norm decoder block: h = x + attn(norm1(x)); out = h + ffn(norm2(h)); the FFN is MoE or dense. */
-final class DecoderBlock {
+public final class DecoderBlock {
 
   private final Backend backend;
   private final int layer;
@@ -17,6 +17,11 @@ final class DecoderBlock {
   private final RmsNorm postAttentionNorm;
   private final MoeFfn moe; // exactly one of moe / mlp
   private final SwigluMlp mlp;
+
+  /** Block {@code layer} of a model of this config (HF names model.layers.{layer}.*). */
+  public DecoderBlock(Backend backend, ModelConfig config, int layer, ParameterSource params) {
+    this(backend, config, layer, params, new OpTimer(backend));
+  }
 
   DecoderBlock(Backend backend, ModelConfig config, int layer, ParameterSource params, OpTimer timer) {
     this.backend = backend;
@@ -37,7 +42,7 @@ final class DecoderBlock {
     }
   }
 
-  List<Parameter> parameters() {
+  public List<Parameter> parameters() {
     List<Parameter> list = new ArrayList<>();
     list.add(inputNorm.weight());
     list.addAll(attention.parameters());
@@ -50,8 +55,12 @@ final class DecoderBlock {
     return moe;
   }
 
-  /** Training (or scoring) forward; what backward needs is kept in {@code saved}. */
-  Tensor forward(Tensor x, int batch, int seq, Tensor positions, Scope saved, float[] routerLosses,
+  /**
+   * Training (or scoring) forward of x [T = batch·seq, hidden] at RoPE positions [T] (int32):
+   * routerLosses (nullable, a MoE layer's) += {balance, z}, routing (nullable) receives its report,
+   * causalRouting as in {@link MoeFfn#forward}; what backward needs is kept in {@code saved}.
+   */
+  public Tensor forward(Tensor x, int batch, int seq, Tensor positions, Scope saved, float[] routerLosses,
       List<LayerRouting> routing, boolean causalRouting) {
     Tensor attnOut = attention.forward(inputNorm.forward(x, saved), batch, seq, positions, saved);
     return addFfn(x, attnOut, batch, seq, saved, routerLosses, routing, causalRouting);
@@ -82,7 +91,7 @@ final class DecoderBlock {
   }
 
   /** dx (overwritten) from dOut. */
-  void backward(Tensor dOut, Tensor dx, float lossScale) {
+  public void backward(Tensor dOut, Tensor dx, float lossScale) {
     try (Scope tmp = new Scope()) {
       Tensor dFfnIn = tmp.add(backend.empty(DType.F32, dOut.shape()));
       if (moe != null) moe.backward(dOut, dFfnIn, lossScale);

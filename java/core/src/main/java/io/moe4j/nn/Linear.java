@@ -5,17 +5,17 @@ import io.moe4j.tensor.Scope;
 import io.moe4j.tensor.Tensor;
 
 /** y = x · Wᵀ with W [out, in] (HF layout, no bias), over the dense GEMM. */
-final class Linear {
+public final class Linear {
 
   private final Backend backend;
   private Parameter weight;
 
-  Linear(Backend backend, Parameter weight) {
+  public Linear(Backend backend, Parameter weight) {
     this.backend = backend;
     this.weight = weight;
   }
 
-  Parameter weight() {
+  public Parameter weight() {
     return weight;
   }
 
@@ -23,12 +23,12 @@ final class Linear {
     weight = grown;
   }
 
-  long outFeatures() {
+  public long outFeatures() {
     return weight.value().dim(0);
   }
 
   /** y [T, out] = x [T, in] · Wᵀ (x cast to the weight's dtype first when they differ). */
-  void forward(Tensor x, Tensor y) {
+  public void forward(Tensor x, Tensor y) {
     gemm(backend, x, weight.computeValue(), y, false);
   }
 
@@ -42,8 +42,8 @@ final class Linear {
     }
   }
 
-  /** dW += dyᵀ · x; dx (=|+=) dy · W (dx may be null when not needed). */
-  void backward(Tensor dy, Tensor x, Tensor dx, boolean accumulateDx) {
+  /** dW += dyᵀ · x (x: the forward's input); dx (=|+=) dy · W (dx may be null when not needed). */
+  public void backward(Tensor dy, Tensor x, Tensor dx, boolean accumulateDx) {
     weightGradients(backend, weight, null, dy, x, dx, accumulateDx);
   }
 

@@ -17,7 +17,7 @@ import java.util.List;
  *
  * <p>Expert weights are stacked: w1 (gate) and w3 (up) [E, F, H], w2 (down) [E, H, F].
  */
-final class MoeFfn {
+public final class MoeFfn {
 
   private final Backend backend;
   private final ModelConfig config;
@@ -44,6 +44,11 @@ final class MoeFfn {
   private int k;
   private boolean topK; // this forward routed by top-k (token choice or the causal EC fallback)
 
+  /** The MoE FFN of a block whose HF names start with {@code prefix} (e.g. "model.layers.0.mlp."). */
+  public MoeFfn(Backend backend, ModelConfig config, String prefix, ParameterSource params) {
+    this(backend, config, prefix, params, new OpTimer(backend));
+  }
+
   MoeFfn(Backend backend, ModelConfig config, String prefix, ParameterSource params, OpTimer timer) {
     this.backend = backend;
     this.config = config;
@@ -62,7 +67,7 @@ final class MoeFfn {
             (long) config.numSharedExperts() * config.sharedExpertIntermediateSize(), params);
   }
 
-  List<Parameter> parameters() {
+  public List<Parameter> parameters() {
     List<Parameter> list = new ArrayList<>(List.of(router.weight(), w1, w3, w2));
     if (shared != null) list.addAll(shared.parameters());
     return list;
@@ -80,7 +85,7 @@ final class MoeFfn {
    * weights = the scores (not renormalized) — EC looks at the whole sequence, which a decoder
    * producing one token at a time does not have.
    */
-  Tensor forward(Tensor x, int batch, int seq, int layer, Scope saved, float[] lossesOut, List<LayerRouting> routing,
+  public Tensor forward(Tensor x, int batch, int seq, int layer, Scope saved, float[] lossesOut, List<LayerRouting> routing,
       boolean causal) {
     long tokens = x.dim(0);
     int e = experts();
@@ -176,7 +181,7 @@ final class MoeFfn {
   }
 
   /** dx (overwritten) from dy [T, hidden]; lossScale multiplies the router-loss gradients. */
-  void backward(Tensor dy, Tensor dx, float lossScale) {
+  public void backward(Tensor dy, Tensor dx, float lossScale) {
     long tokens = dy.dim(0);
     int e = experts();
     try (Scope tmp = new Scope()) {

@@ -5,8 +5,12 @@ import io.moe4j.tensor.DType;
 import io.moe4j.tensor.Scope;
 import io.moe4j.tensor.Tensor;
 
-/** y = x · rsqrt(mean(x²) + eps) · w over rows of the weight's width (fp32 statistics). */
-final class RmsNorm {
+/**
+ * y = x · rsqrt(mean(x²) + eps) · w over rows of the weight's width (fp32 statistics). Like every
+ * module: {@code forward} keeps what {@code backward} needs in the caller's {@link Scope} (closed by
+ * the caller after backward), {@code backward} accumulates the parameter gradients.
+ */
+public final class RmsNorm {
 
   private final Backend backend;
   private final Parameter weight;
@@ -14,18 +18,18 @@ final class RmsNorm {
   private Tensor savedX;
   private Tensor savedRstd;
 
-  RmsNorm(Backend backend, Parameter weight, float eps) {
+  public RmsNorm(Backend backend, Parameter weight, float eps) {
     this.backend = backend;
     this.weight = weight;
     this.eps = eps;
   }
 
-  Parameter weight() {
+  public Parameter weight() {
     return weight;
   }
 
   /** y = norm(x); x viewed as [rows, width]; x and rstd are kept (in {@code saved}) for backward. */
-  Tensor forward(Tensor x, Scope saved) {
+  public Tensor forward(Tensor x, Scope saved) {
     long width = weight.numel();
     Tensor rows = x.reshape(x.numel() / width, width);
     Tensor y = saved.add(backend.empty(DType.F32, x.shape()));
@@ -36,7 +40,7 @@ final class RmsNorm {
   }
 
   /** dx = dnorm/dx · dy (overwritten), dW += its gradient. */
-  void backward(Tensor dy, Tensor dx) {
+  public void backward(Tensor dy, Tensor dx) {
     long width = weight.numel();
     long rows = dy.numel() / width;
     backend.rmsNormBackward(

@@ -7,7 +7,7 @@ import io.moe4j.tensor.Tensor;
 import java.util.List;
 
 /** Dense SwiGLU feed-forward: down(silu(gate(x)) · up(x)); HF names {prefix}{gate,up,down}_proj.weight. */
-final class SwigluMlp {
+public final class SwigluMlp {
 
   private final Backend backend;
   private final Linear gate;
@@ -18,19 +18,19 @@ final class SwigluMlp {
   private Tensor u;
   private Tensor h;
 
-  SwigluMlp(Backend backend, String prefix, long hidden, long width, ParameterSource params) {
+  public SwigluMlp(Backend backend, String prefix, long hidden, long width, ParameterSource params) {
     this.backend = backend;
     gate = new Linear(backend, params.create(prefix + "gate_proj.weight", ParameterSource.Kind.MATRIX, width, hidden));
     up = new Linear(backend, params.create(prefix + "up_proj.weight", ParameterSource.Kind.MATRIX, width, hidden));
     down = new Linear(backend, params.create(prefix + "down_proj.weight", ParameterSource.Kind.MATRIX, hidden, width));
   }
 
-  List<Parameter> parameters() {
+  public List<Parameter> parameters() {
     return List.of(gate.weight(), up.weight(), down.weight());
   }
 
   /** y [T, hidden] (=|+=, into {@code y}) from x [T, hidden]. */
-  void forward(Tensor x, Tensor y, boolean accumulate, Scope saved) {
+  public void forward(Tensor x, Tensor y, boolean accumulate, Scope saved) {
     long tokens = x.dim(0);
     long width = gate.outFeatures();
     savedX = x;
@@ -44,7 +44,7 @@ final class SwigluMlp {
   }
 
   /** dx (=|+=) from dy; gradients accumulated. */
-  void backward(Tensor dy, Tensor dx, boolean accumulateDx) {
+  public void backward(Tensor dy, Tensor dx, boolean accumulateDx) {
     try (Scope tmp = new Scope()) {
       Tensor dh = tmp.add(backend.empty(DType.F32, h.shape()));
       down.backward(dy, h, dh, false);
