@@ -29,9 +29,9 @@ public final class Attention {
   private Tensor savedX;
   private Tensor qRaw;
   private Tensor kRaw;
-  private Tensor qRot;
+  private Tensor qRot; // the attention kernel's inputs and output: BF16 in mixed precision, else F32
   private Tensor kRot;
-  private Tensor vOut;
+  private Tensor vAttn;
   private Tensor attnOut;
   private Tensor lse;
   private Tensor positions;
@@ -83,6 +83,20 @@ public final class Attention {
     return AttentionOptions.causal(config.headDim());
   }
 
+  /**
+   * Mixed precision (the projections have BF16 compute copies): the attention kernel runs on BF16
+   * q, k, v (f32 softmax statistics and accumulation inside; the FlashAttention-2 tensor-core path
+   * on CUDA), its BF16 output feeds the BF16 o-projection, and its gradients come back in BF16.
+   */
+  private boolean bf16Attention() {
+    return q.weight().computeCopy() != null;
+  }
+
+  /** t itself in F32 mode, else a BF16 copy owned by {@code scope}. */
+  private Tensor attentionInput(Tensor t, Scope scope) {
+    return bf16Attention() ? Linear.castTo(backend, t, DType.BF16, scope) : t;
+  }
+
   /** y [T, hidden] = attention(x [T, hidden]) for T = batch·seq tokens. */
   public Tensor forward(Tensor x, int batch, int seq, Tensor positions, Scope saved) {
     this.batch = batch;
@@ -95,20 +109,26 @@ public final class Attention {
     int d = config.headDim();
     qRaw = saved.add(backend.empty(DType.F32, tokens, (long) hq * d));
     kRaw = saved.add(backend.empty(DType.F32, tokens, (long) hkv * d));
-    vOut = saved.add(backend.empty(DType.F32, tokens, (long) hkv * d));
-    q.forward(x, qRaw);
-    k.forward(x, kRaw);
-    v.forward(x, vOut);
-    Tensor qIn = qNorm == null ? qRaw : qNorm.forward(qRaw, saved);
-    Tensor kIn = kNorm == null ? kRaw : kNorm.forward(kRaw, saved);
-    qRot = saved.add(backend.empty(DType.F32, batch, seq, hq, d));
-    kRot = saved.add(backend.empty(DType.F32, batch, seq, hkv, d));
-    backend.ropeForward(qIn.reshape(tokens, hq, d), positions, config.ropeTheta(), qRot.reshape(tokens, hq, d));
-    backend.ropeForward(kIn.reshape(tokens, hkv, d), positions, config.ropeTheta(), kRot.reshape(tokens, hkv, d));
-    attnOut = saved.add(backend.empty(DType.F32, batch, seq, hq, d));
+    try (Scope f32 = new Scope()) { // the F32 values the BF16 attention inputs are cast from
+      Scope keptF32 = bf16Attention() ? f32 : saved;
+      Tensor vOut = keptF32.add(backend.empty(DType.F32, batch, seq, hkv, d));
+      q.forward(x, qRaw);
+      k.forward(x, kRaw);
+      v.forward(x, vOut.reshape(tokens, (long) hkv * d));
+      Tensor qIn = qNorm == null ? qRaw : qNorm.forward(qRaw, saved);
+      Tensor kIn = kNorm == null ? kRaw : kNorm.forward(kRaw, saved);
+      Tensor qr = keptF32.add(backend.empty(DType.F32, batch, seq, hq, d));
+      Tensor kr = keptF32.add(backend.empty(DType.F32, batch, seq, hkv, d));
+      backend.ropeForward(qIn.reshape(tokens, hq, d), positions, config.ropeTheta(), qr.reshape(tokens, hq, d));
+      backend.ropeForward(kIn.reshape(tokens, hkv, d), positions, config.ropeTheta(), kr.reshape(tokens, hkv, d));
+      qRot = attentionInput(qr, saved);
+      kRot = attentionInput(kr, saved);
+      vAttn = attentionInput(vOut, saved);
+    }
+    attnOut = saved.add(backend.empty(qRot.dtype(), batch, seq, hq, d));
     lse = saved.add(backend.empty(DType.F32, batch, hq, seq));
     long t0 = timer.start();
-    backend.attentionForward(qRot, kRot, vOut.reshape(batch, seq, hkv, d), options(), attnOut, lse);
+    backend.attentionForward(qRot, kRot, vAttn, options(), attnOut, lse);
     timer.stop(OpTimer.Family.ATTENTION, t0);
     Tensor y = saved.add(backend.empty(DType.F32, tokens, config.hiddenSize()));
     o.forward(attnOut.reshape(tokens, (long) hq * d), y);
@@ -183,14 +203,17 @@ public final class Attention {
     try (Scope tmp = new Scope()) {
       Tensor dAttn = tmp.add(backend.empty(DType.F32, tokens, (long) hq * d));
       o.backward(dy, attnOut.reshape(tokens, (long) hq * d), dAttn, false);
-      Tensor dq = tmp.add(backend.empty(DType.F32, tokens, (long) hq * d));
-      Tensor dk = tmp.add(backend.empty(DType.F32, tokens, (long) hkv * d));
-      Tensor dv = tmp.add(backend.empty(DType.F32, tokens, (long) hkv * d));
+      DType attnType = qRot.dtype();
+      Tensor dqA = tmp.add(backend.empty(attnType, batch, seq, hq, d));
+      Tensor dkA = tmp.add(backend.empty(attnType, batch, seq, hkv, d));
+      Tensor dvA = tmp.add(backend.empty(attnType, batch, seq, hkv, d));
       long t0 = timer.start();
-      backend.attentionBackward(
-          qRot, kRot, vOut.reshape(batch, seq, hkv, d), attnOut, dAttn.reshape(batch, seq, hq, d), lse, options(),
-          dq.reshape(batch, seq, hq, d), dk.reshape(batch, seq, hkv, d), dv.reshape(batch, seq, hkv, d));
+      backend.attentionBackward(qRot, kRot, vAttn, attnOut,
+          Linear.castTo(backend, dAttn, attnType, tmp).reshape(batch, seq, hq, d), lse, options(), dqA, dkA, dvA);
       timer.stop(OpTimer.Family.ATTENTION, t0);
+      Tensor dq = Linear.castTo(backend, dqA, DType.F32, tmp).reshape(tokens, (long) hq * d);
+      Tensor dk = Linear.castTo(backend, dkA, DType.F32, tmp).reshape(tokens, (long) hkv * d);
+      Tensor dv = Linear.castTo(backend, dvA, DType.F32, tmp).reshape(tokens, (long) hkv * d);
       backend.ropeBackward(dq.reshape(tokens, hq, d), positions, config.ropeTheta(), dq.reshape(tokens, hq, d));
       backend.ropeBackward(dk.reshape(tokens, hkv, d), positions, config.ropeTheta(), dk.reshape(tokens, hkv, d));
       Tensor dqRaw = dq;
