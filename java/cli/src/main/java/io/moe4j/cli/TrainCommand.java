@@ -64,7 +64,8 @@ final class TrainCommand {
 
   private Options options() {
     Options o = new Options();
-    o.addOption(null, "preset", true, "model preset: demo (default; 4 layers, d=128, 8 experts, top-2)");
+    o.addOption(null, "preset", true, "model preset: demo (default; 4 layers, d=128, 8 experts, top-2), moe-100m (6 layers, "
+        + "d=512), moe-1b (16 layers, d=1024); the vocabulary is the tokenizer's");
     o.addOption(null, "config", true, "model from an HF config.json (Mixtral, Qwen3-MoE, OLMoE)");
     o.addOption(Option.builder().longOpt("data").hasArgs().argName("FILE...").desc("text files (byte-level tokens unless --tokenizer); default: the synthetic tasks").build());
     o.addOption(null, "tokenizer", true, "with --data: a Hugging Face tokenizer.json (or a directory holding one) instead of "
@@ -125,7 +126,8 @@ final class TrainCommand {
 
     static Settings parse(CommandLine cl) {
       String preset = cl.getOptionValue("preset");
-      if (preset != null && !preset.equals("demo")) throw new Main.UsageException("--preset must be demo, got '" + preset + "'");
+      if (preset != null && !ModelConfig.PRESETS.contains(preset))
+        throw new Main.UsageException("--preset must be one of " + String.join(", ", ModelConfig.PRESETS) + ", got '" + preset + "'");
       Path config = cl.hasOption("config") ? Path.of(cl.getOptionValue("config")) : null;
       if (preset != null && config != null) throw new Main.UsageException("--preset and --config are exclusive: give one");
       if (config != null && !Files.isRegularFile(config)) throw new Main.UsageException("--config " + config + " is not a file");
@@ -356,8 +358,9 @@ final class TrainCommand {
         throw new Main.UsageException("--config: " + e.getMessage());
       }
     } else {
-      c = ModelConfig.demo();
-      if (!(tokenizer instanceof ByteTokenizer)) c = c.withVocabulary(tokenizer.vocabSize(), tokenizer.bosId(), tokenizer.eosId());
+      c = ModelConfig.preset(s.preset() != null ? s.preset() : "demo");
+      if (c.vocabSize() != tokenizer.vocabSize() || c.bosTokenId() != tokenizer.bosId() || c.eosTokenId() != tokenizer.eosId())
+        c = c.withVocabulary(tokenizer.vocabSize(), tokenizer.bosId(), tokenizer.eosId());
     }
     if (s.routing() != null) {
       if (c.numExperts() == 0) throw new Main.UsageException("--routing needs a model with MoE layers; the config has no experts");

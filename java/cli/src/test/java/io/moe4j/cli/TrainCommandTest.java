@@ -51,7 +51,7 @@ class TrainCommandTest {
     assertUsage("--routing must be token-choice or expert-choice, got 'random'", "train", "--routing", "random");
     assertUsage("--tasks must list tasks from add,copy,reverse,sort,shift, got 'divide'", "train", "--tasks", "add,divide");
     assertUsage("--seq-len must be >= 23", "train", "--seq-len", "5");
-    assertUsage("--preset must be demo, got 'huge'", "train", "--preset", "huge");
+    assertUsage("--preset must be one of demo, moe-100m, moe-1b, got 'huge'", "train", "--preset", "huge");
     assertUsage("--freeze-old needs --add-experts", "train", "--freeze-old");
     assertUsage("--add-experts needs --resume", "train", "--add-experts", "2");
     assertUsage("--data " + tmp.resolve("missing.txt") + " is not a readable file", "train", "--data", tmp.resolve("missing.txt").toString());

@@ -160,4 +160,24 @@ public record ModelConfig(
     return new ModelConfig(Architecture.MIXTRAL, 259, 128, 4, 4, 2, 32, 0, 256, 8, 2, true, 1, List.of(),
         QkNorm.NONE, 1e-5f, 10000f, 256, false, 0.01f, 0.001f, Routing.TOKEN_CHOICE, 0f, 0, 0, 257, 258, 0.02f);
   }
+
+  /** The names {@link #preset} accepts. */
+  public static final java.util.List<String> PRESETS = java.util.List.of("demo", "moe-100m", "moe-1b");
+
+  /**
+   * A named model: {@code demo} ({@link #demo()}); {@code moe-100m}, ~100M parameters: 6 layers,
+   * d 512, 8 heads (4 kv), 8 experts of width 1024, top-2, vocab 16000; {@code moe-1b}, ~1B
+   * parameters: 16 layers, d 1024, 16 heads (4 kv), 8 experts of width 2816, top-2, vocab 32000.
+   * All Mixtral-shaped; give them a tokenizer's vocabulary with {@link #withVocabulary}.
+   */
+  public static ModelConfig preset(String name) {
+    return switch (name) {
+      case "demo" -> demo();
+      case "moe-100m" -> new ModelConfig(Architecture.MIXTRAL, 16000, 512, 6, 8, 4, 64, 0, 1024, 8, 2, true, 1, List.of(),
+          QkNorm.NONE, 1e-5f, 10000f, 2048, false, 0.01f, 0.001f, Routing.TOKEN_CHOICE, 0f, 0, 0, 1, 2, 0.02f);
+      case "moe-1b" -> new ModelConfig(Architecture.MIXTRAL, 32000, 1024, 16, 16, 4, 64, 0, 2816, 8, 2, true, 1, List.of(),
+          QkNorm.NONE, 1e-5f, 10000f, 4096, false, 0.01f, 0.001f, Routing.TOKEN_CHOICE, 0f, 0, 0, 1, 2, 0.02f);
+      default -> throw new IllegalArgumentException("preset must be one of " + PRESETS + ", got '" + name + "'");
+    };
+  }
 }

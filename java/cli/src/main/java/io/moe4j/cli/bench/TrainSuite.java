@@ -40,27 +40,13 @@ public final class TrainSuite {
     return backend.device().kind() == Device.Kind.CPU;
   }
 
-  /** ~100M parameters: 6 layers, d 512, 8 experts of width 1024 (top-2), vocab 16000. */
-  static ModelConfig moe100m() {
-    return new ModelConfig(ModelConfig.Architecture.MIXTRAL, 16000, 512, 6, 8, 4, 64, 0, 1024, 8, 2, true, 1, List.of(),
-        ModelConfig.QkNorm.NONE, 1e-5f, 10000f, 2048, false, 0.01f, 0.001f, ModelConfig.Routing.TOKEN_CHOICE, 0f, 0, 0,
-        1, 2, 0.02f);
-  }
-
-  /** ~1B parameters: 16 layers, d 1024, 8 experts of width 2816 (top-2), vocab 32000. */
-  static ModelConfig moe1b() {
-    return new ModelConfig(ModelConfig.Architecture.MIXTRAL, 32000, 1024, 16, 16, 4, 64, 0, 2816, 8, 2, true, 1, List.of(),
-        ModelConfig.QkNorm.NONE, 1e-5f, 10000f, 4096, false, 0.01f, 0.001f, ModelConfig.Routing.TOKEN_CHOICE, 0f, 0, 0,
-        1, 2, 0.02f);
-  }
-
   private List<Case> cases() {
     if (quick) return List.of(new Case("demo", ModelConfig.demo(), 8, 32, false));
     List<Case> cases = new ArrayList<>(List.of(new Case("demo", ModelConfig.demo(), 32, 32, false),
-        new Case("moe-100m", moe100m(), 4, 256, false)));
+        new Case("moe-100m", ModelConfig.preset("moe-100m"), 4, 256, false)));
     if (!onCpu()) {
-      cases.add(new Case("moe-100m mixed", moe100m(), 16, 1024, true));
-      cases.add(new Case("moe-1b mixed", moe1b(), 8, 2048, true));
+      cases.add(new Case("moe-100m mixed", ModelConfig.preset("moe-100m"), 16, 1024, true));
+      cases.add(new Case("moe-1b mixed", ModelConfig.preset("moe-1b"), 8, 2048, true));
     }
     return cases;
   }
