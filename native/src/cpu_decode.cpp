@@ -5,13 +5,17 @@
  * 1. Append: the new keys / values of (b, t) are copied byte for byte into the caches at position
  *    lengths[b] + t (OpenMP over the rows). Nothing else in the caches is written.
  * 2. Partials: one work item per (b, new token i, kv head, split s), OpenMP over the items; the
- *    item computes the partial of every query head h of the kv head's GQA group (the K / V tiles
- *    are loaded once for the group, each head's partial computed as if alone). The query rows are
- *    widened to f32 once; the keys of chunk s of [lo, hi) (decode_key_range,
- *    decode_chunk) are visited in ascending tiles of kTile keys: the tile is transposed into
- *    kt[D][kTile], scores x_c = scale * Σ_d q[d] kt[d][c] (each summed in d order), the running max
- *    is raised to the tile max (rescaling l and acc once), then per key in ascending order
- *    p = exp(x - m), l += p, acc += p * v. m, l and acc go to the workspace slots of the partial.
+ *    item computes the partial of every query head h of the kv head's GQA group (each K / V tile
+ *    is read once for the group, each head's partial computed as if alone). The query rows are
+ *    widened to f32 once; the keys of chunk s of [lo, hi) (decode_key_range, decode_chunk) are
+ *    visited in ascending tiles of kTile keys, read in place from the cache for f32 (bf16 rows
+ *    are widened into a tile buffer): scores x_c = scale * q · k_c with the dot product in 16
+ *    lanes (lane l sums d = l, l + 16, ... in order, then a fixed halving tree over the lanes),
+ *    the running max is raised to the tile max (rescaling l and acc once), then per key in
+ *    ascending order p = exp(x - m), l += p, acc += p * v. m, l and acc go to the workspace
+ *    slots of the partial. The next tile's rows are prefetched: consecutive keys of one kv head
+ *    are Hkv * D elements apart (a new 4 KiB page per key at 8 heads of 128 f32), beyond the
+ *    hardware prefetchers' reach.
  * 3. Merge: one item per (b, i, h): decode_merge_* over the splits in ascending order, out rounded
  *    to the storage type once.
  * Every partial and every merged row is computed by one thread in a fixed order, so the result is
@@ -33,7 +37,8 @@ using namespace moe4j;
 
 namespace {
 
-constexpr int kTile = 64; /* keys per score tile */
+constexpr int kTile = 32; /* keys per tile */
+constexpr int kLanes = 16; /* partial sums of a dot product */
 
 /* Per-thread scratch (heap, not stack: the caller may be a JVM thread with a small stack):
  * `floats` per thread, 64-byte aligned. */
@@ -50,7 +55,7 @@ struct Scratch {
   ~Scratch() { free(base); }
 };
 
-/* transposed key tile, value tile, scores, then per head of a GQA group: q row, max, sum. */
+/* key tile, value tile (bf16 widened), scores, then per head of a GQA group: q row, max, sum. */
 int64_t scratch_floats(int64_t D, int64_t group) {
   return 2 * D * kTile + kTile + group * (D + 2);
 }
@@ -66,17 +71,23 @@ struct Shape {
   int64_t q_row(int64_t b, int64_t i, int64_t h) const { return ((b * t + i) * hq + h) * d; }
 };
 
-/* s[c] = Σ_d q[d] * kt[d * kTile + c] for all kTile columns (d ascending per column). */
-MOE4J_SIMD_CLONES void tile_scores(const float *__restrict__ q, const float *__restrict__ kt,
-                                   float *__restrict__ s, int64_t D) {
-  float acc[kTile];
-  for (int c = 0; c < kTile; c++) acc[c] = 0.0f;
-  for (int64_t d = 0; d < D; d++) {
-    const float x = q[d];
-    const float *k = kt + d * kTile;
-    for (int c = 0; c < kTile; c++) acc[c] += x * k[c];
+/* s[c] = scale * q · k_c for the nc rows k_c = k + c * ldk: per row 16 lane sums (lane l adds
+ * d = l, l + 16, ... in order), then lanes l += l + 8, l + 4, l + 2, l + 1. Each lane is its own
+ * chain, so every SIMD clone rounds alike. */
+MOE4J_SIMD_CLONES void tile_scores(const float *__restrict__ q, const float *__restrict__ k,
+                                   int64_t ldk, int nc, int64_t D, float scale,
+                                   float *__restrict__ s) {
+  for (int c = 0; c < nc; c++) {
+    const float *kr = k + c * ldk;
+    float lane[kLanes] = {};
+    int64_t d0 = 0;
+    for (; d0 + kLanes <= D; d0 += kLanes)
+      for (int l = 0; l < kLanes; l++) lane[l] += q[d0 + l] * kr[d0 + l];
+    for (int64_t d = d0; d < D; d++) lane[d - d0] += q[d] * kr[d];
+    for (int w = kLanes / 2; w >= 1; w /= 2)
+      for (int l = 0; l < w; l++) lane[l] += lane[l + w];
+    s[c] = scale * lane[0];
   }
-  for (int c = 0; c < kTile; c++) s[c] = acc[c];
 }
 
 /* acc[:] = acc[:] * alpha (alpha != 1). */
@@ -84,10 +95,42 @@ MOE4J_SIMD_CLONES void scale_row(float *__restrict__ acc, float alpha, int64_t D
   for (int64_t d = 0; d < D; d++) acc[d] *= alpha;
 }
 
-/* acc[:] += p * v[:]. */
-MOE4J_SIMD_CLONES void axpy_row(float *__restrict__ acc, float p, const float *__restrict__ v,
-                                int64_t D) {
-  for (int64_t d = 0; d < D; d++) acc[d] += p * v[d];
+/* acc[:] += p[c] * v_c[:] for c ascending (v_c = v + c * ldv; p[c] == 0 skipped). */
+MOE4J_SIMD_CLONES void tile_accumulate(float *__restrict__ acc, const float *__restrict__ p,
+                                       const float *__restrict__ v, int64_t ldv, int nc,
+                                       int64_t D) {
+  for (int c = 0; c < nc; c++) {
+    if (p[c] == 0.0f) continue;
+    const float pc = p[c], *vr = v + c * ldv;
+    for (int64_t d = 0; d < D; d++) acc[d] += pc * vr[d];
+  }
+}
+
+/* The K and V rows of keys [j, j + n) of kv head kvh into the caches (see the header). */
+template <typename T>
+void prefetch_rows(const T *k_cache, const T *v_cache, int64_t row, int64_t stride, int64_t n,
+                   int64_t D) {
+  for (int64_t c = 0; c < n; c++) {
+    const char *k = (const char *)(k_cache + row + c * stride);
+    const char *v = (const char *)(v_cache + row + c * stride);
+    for (int64_t off = 0; off < D * (int64_t)sizeof(T); off += 64) {
+      __builtin_prefetch(k + off, 0, 2); /* into L2 (prefetcht1): measured faster than into L1 */
+      __builtin_prefetch(v + off, 0, 2);
+    }
+  }
+}
+
+/* A tile of nc cache rows as f32: in place for f32 (row stride ld), else widened into buf (stride D). */
+inline const float *tile_rows(const float *rows, int64_t ld, int, int64_t, float *, int64_t *out_ld) {
+  *out_ld = ld;
+  return rows;
+}
+inline const float *tile_rows(const bf16_t *rows, int64_t ld, int nc, int64_t D, float *buf,
+                              int64_t *out_ld) {
+  for (int c = 0; c < nc; c++)
+    for (int64_t d = 0; d < D; d++) buf[c * D + d] = to_f32(rows[c * ld + d]);
+  *out_ld = D;
+  return buf;
 }
 
 /* Appends the new rows of every (b, t) to the caches (exact copies). */
@@ -116,7 +159,7 @@ void partial_item(const T *q, const T *k_cache, const T *v_cache, const int32_t 
   int64_t lo, hi, begin, end;
   decode_key_range(lengths[b], i, sh.window, &lo, &hi);
   decode_chunk(lo, hi, sh.split_k, s, &begin, &end);
-  float *kt = buf, *vf = kt + D * kTile, *sc = vf + kTile * D, *qf = sc + kTile;
+  float *kbuf = buf, *vbuf = kbuf + D * kTile, *sc = vbuf + kTile * D, *qf = sc + kTile;
   float *mx = qf + G * D, *sum = mx + G; /* per head of the group */
   for (int64_t g = 0; g < G; g++) {
     const T *qrow = q + sh.q_row(b, i, h0 + g);
@@ -127,37 +170,32 @@ void partial_item(const T *q, const T *k_cache, const T *v_cache, const int32_t 
     mx[g] = -INFINITY;
     sum[g] = 0.0f;
   }
+  const int64_t stride = sh.hkv * D; /* elements from one key's row of kvh to the next key's */
   for (int64_t j0 = begin; j0 < end; j0 += kTile) {
     const int nc = (int)(end - j0 < kTile ? end - j0 : kTile);
-    for (int c = 0; c < nc; c++) {
-      const T *krow = k_cache + sh.cache_row(b, j0 + c, kvh);
-      const T *vrow = v_cache + sh.cache_row(b, j0 + c, kvh);
-      for (int64_t d = 0; d < D; d++) {
-        kt[d * kTile + c] = to_f32(krow[d]);
-        vf[c * D + d] = to_f32(vrow[d]);
-      }
-    }
-    for (int64_t d = 0; d < D; d++)
-      for (int c = nc; c < kTile; c++) kt[d * kTile + c] = 0.0f;
+    const int64_t row = sh.cache_row(b, j0, kvh);
+    if (j0 + kTile < end)
+      prefetch_rows(k_cache, v_cache, row + kTile * stride, stride,
+                    end - j0 - kTile < kTile ? end - j0 - kTile : kTile, D);
+    int64_t ldk, ldv;
+    const float *kf = tile_rows(k_cache + row, stride, nc, D, kbuf, &ldk);
+    const float *vf = tile_rows(v_cache + row, stride, nc, D, vbuf, &ldv);
     for (int64_t g = 0; g < G; g++) {
       float *acc = ws + decode_ws_acc_offset(
                             decode_partial_index(b, i, h0 + g, s, sh.t, sh.hq, sh.split_k), D);
-      tile_scores(qf + g * D, kt, sc, D);
+      tile_scores(qf + g * D, kf, ldk, nc, D, sh.scale, sc);
       float tile_max = -INFINITY;
-      for (int c = 0; c < nc; c++) {
-        sc[c] = sh.scale * sc[c];
-        tile_max = fmaxf(tile_max, sc[c]);
-      }
+      for (int c = 0; c < nc; c++) tile_max = fmaxf(tile_max, sc[c]);
       const float m = fmaxf(mx[g], tile_max);
       const float alpha = softmax_rescale(mx[g], m);
       sum[g] *= alpha;
       mx[g] = m;
       if (alpha != 1.0f) scale_row(acc, alpha, D);
       for (int c = 0; c < nc; c++) {
-        const float e = softmax_exp(sc[c], m);
-        sum[g] += e;
-        if (e != 0.0f) axpy_row(acc, e, vf + c * D, D);
+        sc[c] = softmax_exp(sc[c], m);
+        sum[g] += sc[c];
       }
+      tile_accumulate(acc, sc, vf, ldv, nc, D);
     }
   }
   for (int64_t g = 0; g < G; g++) {
