@@ -27,8 +27,6 @@ public final class Attention {
 
   // saved for backward
   private Tensor savedX;
-  private Tensor qRaw;
-  private Tensor kRaw;
   private Tensor qRot; // the attention kernel's inputs and output: BF16 in mixed precision, else F32
   private Tensor kRot;
   private Tensor vAttn;
@@ -97,6 +95,34 @@ public final class Attention {
     return bf16Attention() ? Linear.castTo(backend, t, DType.BF16, scope) : t;
   }
 
+  /** q and k after the optional norm and RoPE, and v: F32 [batch, n, heads, headDim]. */
+  private record Qkv(Tensor q, Tensor k, Tensor v) {}
+
+  /**
+   * The projections of x [batch·n, hidden], q/k-normed and rotated: the projections' outputs and
+   * the norms' saved state go to {@code normScope} (what the norms' backward reads), the results to
+   * {@code scope}.
+   */
+  private Qkv projectQkv(Tensor x, int batch, int n, Tensor positions, Scope normScope, Scope scope) {
+    long tokens = (long) batch * n;
+    int hq = config.numHeads();
+    int hkv = config.numKvHeads();
+    int d = config.headDim();
+    Tensor qp = normScope.add(backend.empty(DType.F32, tokens, (long) hq * d));
+    Tensor kp = normScope.add(backend.empty(DType.F32, tokens, (long) hkv * d));
+    Tensor vp = scope.add(backend.empty(DType.F32, batch, n, hkv, d));
+    q.forward(x, qp);
+    k.forward(x, kp);
+    v.forward(x, vp.reshape(tokens, (long) hkv * d));
+    Tensor qIn = qNorm == null ? qp : qNorm.forward(qp, normScope);
+    Tensor kIn = kNorm == null ? kp : kNorm.forward(kp, normScope);
+    Tensor qr = scope.add(backend.empty(DType.F32, batch, n, hq, d));
+    Tensor kr = scope.add(backend.empty(DType.F32, batch, n, hkv, d));
+    backend.ropeForward(qIn.reshape(tokens, hq, d), positions, config.ropeTheta(), qr.reshape(tokens, hq, d));
+    backend.ropeForward(kIn.reshape(tokens, hkv, d), positions, config.ropeTheta(), kr.reshape(tokens, hkv, d));
+    return new Qkv(qr, kr, vp);
+  }
+
   /** y [T, hidden] = attention(x [T, hidden]) for T = batch·seq tokens. */
   public Tensor forward(Tensor x, int batch, int seq, Tensor positions, Scope saved) {
     this.batch = batch;
@@ -105,25 +131,12 @@ public final class Attention {
     this.positions = positions;
     long tokens = (long) batch * seq;
     int hq = config.numHeads();
-    int hkv = config.numKvHeads();
     int d = config.headDim();
-    qRaw = saved.add(backend.empty(DType.F32, tokens, (long) hq * d));
-    kRaw = saved.add(backend.empty(DType.F32, tokens, (long) hkv * d));
     try (Scope f32 = new Scope()) { // the F32 values the BF16 attention inputs are cast from
-      Scope keptF32 = bf16Attention() ? f32 : saved;
-      Tensor vOut = keptF32.add(backend.empty(DType.F32, batch, seq, hkv, d));
-      q.forward(x, qRaw);
-      k.forward(x, kRaw);
-      v.forward(x, vOut.reshape(tokens, (long) hkv * d));
-      Tensor qIn = qNorm == null ? qRaw : qNorm.forward(qRaw, saved);
-      Tensor kIn = kNorm == null ? kRaw : kNorm.forward(kRaw, saved);
-      Tensor qr = keptF32.add(backend.empty(DType.F32, batch, seq, hq, d));
-      Tensor kr = keptF32.add(backend.empty(DType.F32, batch, seq, hkv, d));
-      backend.ropeForward(qIn.reshape(tokens, hq, d), positions, config.ropeTheta(), qr.reshape(tokens, hq, d));
-      backend.ropeForward(kIn.reshape(tokens, hkv, d), positions, config.ropeTheta(), kr.reshape(tokens, hkv, d));
-      qRot = attentionInput(qr, saved);
-      kRot = attentionInput(kr, saved);
-      vAttn = attentionInput(vOut, saved);
+      Qkv qkv = projectQkv(x, batch, seq, positions, saved, bf16Attention() ? f32 : saved);
+      qRot = attentionInput(qkv.q(), saved);
+      kRot = attentionInput(qkv.k(), saved);
+      vAttn = attentionInput(qkv.v(), saved);
     }
     attnOut = saved.add(backend.empty(qRot.dtype(), batch, seq, hq, d));
     lse = saved.add(backend.empty(DType.F32, batch, hq, seq));
@@ -149,18 +162,8 @@ public final class Attention {
     int hq = config.numHeads();
     int hkv = config.numKvHeads();
     int d = config.headDim();
-    Tensor qp = tmp.add(backend.empty(DType.F32, tokens, (long) hq * d));
-    Tensor kp = tmp.add(backend.empty(DType.F32, tokens, (long) hkv * d));
-    Tensor vp = tmp.add(backend.empty(DType.F32, batch, n, hkv, d));
-    q.forward(x, qp);
-    k.forward(x, kp);
-    v.forward(x, vp.reshape(tokens, (long) hkv * d));
-    Tensor qIn = qNorm == null ? qp : qNorm.forward(qp, tmp);
-    Tensor kIn = kNorm == null ? kp : kNorm.forward(kp, tmp);
-    Tensor qr = tmp.add(backend.empty(DType.F32, batch, n, hq, d));
-    Tensor kr = tmp.add(backend.empty(DType.F32, batch, n, hkv, d));
-    backend.ropeForward(qIn.reshape(tokens, hq, d), positions, config.ropeTheta(), qr.reshape(tokens, hq, d));
-    backend.ropeForward(kIn.reshape(tokens, hkv, d), positions, config.ropeTheta(), kr.reshape(tokens, hkv, d));
+    Qkv qkv = projectQkv(x, batch, n, positions, tmp, tmp);
+    Tensor qr = qkv.q(), kr = qkv.k(), vp = qkv.v();
     Tensor out = tmp.add(backend.empty(DType.F32, batch, n, hq, d));
     long t0 = timer.start();
     if (fresh) {
