@@ -13,9 +13,9 @@
  * schedule (kernels/common/grouped_gemm_schedule.h) and handed out through an atomic counter, so a
  * skewed routing keeps every thread busy. A thread owning an item loops over KC blocks of the
  * reduction (pc); for each it packs the KC x NT block of B (NR-wide micro-panels; bf16 widened
- * here; read back from L2/L3 one micro-panel at a time), then for each MC block of rows packs A (MC x KC) and runs the MR x NR
- * micro-kernel over it (ir outer: the A micro-panel stays in L1 while B micro-panels stream from
- * L2) into the item's f32 tile buffer; the first KC block writes the buffer, later ones continue
+ * here), then for each MC block of rows packs A (MC x KC) and runs the MR x NR micro-kernel over
+ * it (ir outer: the A micro-panel stays in L1 while B micro-panels stream from L2/L3) into the
+ * item's f32 tile buffer; the first KC block writes the buffer, later ones continue
  * each element's FMA chain. The epilogue (row scale, accumulate, SwiGLU, rounding to the output
  * dtype) then writes the tile; an F32 output with no row scale, no accumulate, no SwiGLU and
  * a reduction of at most one KC block skips the buffer for the full MR x NR micro-tiles (the
