@@ -1,5 +1,7 @@
 package io.moe4j.train;
 
+import java.util.List;
+
 /**
  * The trainer's own part of a checkpoint (trainer_state.json): enough, with the model weights and
  * optimizer moments, to continue bit-exactly.
@@ -32,7 +34,7 @@ public record TrainerState(
     float weightDecay,
     float maxGradNorm,
     boolean mixedPrecision,
-    java.util.List<String> tasks) {
+    List<String> tasks) {
 
   public TrainerState {
     if (step < 0) throw new IllegalArgumentException("trainer_state.json: step must be >= 0, got " + step);
@@ -40,6 +42,6 @@ public record TrainerState(
       throw new IllegalArgumentException("trainer_state.json: optimizer_steps must be in [0, step=" + step + "], got " + optimizerSteps);
     if (skippedSteps < 0) throw new IllegalArgumentException("trainer_state.json: skipped_steps must be >= 0, got " + skippedSteps);
     if (schedule == null) throw new IllegalArgumentException("trainer_state.json: schedule is missing");
-    tasks = tasks == null ? java.util.List.of() : java.util.List.copyOf(tasks);
+    tasks = tasks == null ? List.of() : List.copyOf(tasks);
   }
 }

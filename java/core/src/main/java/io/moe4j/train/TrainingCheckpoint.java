@@ -3,6 +3,7 @@ package io.moe4j.train;
 import com.fasterxml.jackson.databind.JsonNode;
 import com.fasterxml.jackson.databind.ObjectMapper;
 import com.fasterxml.jackson.databind.SerializationFeature;
+import com.fasterxml.jackson.databind.node.ArrayNode;
 import com.fasterxml.jackson.databind.node.ObjectNode;
 import io.moe4j.io.HfCheckpoint;
 import io.moe4j.io.SafetensorsFile;
@@ -22,6 +23,7 @@ import java.nio.file.Path;
 import java.util.LinkedHashMap;
 import java.util.List;
 import java.util.Map;
+import java.util.stream.StreamSupport;
 
 /**
  * A training checkpoint: a Hugging Face model directory (config.json, model.safetensors in F32 so
@@ -146,7 +148,7 @@ public final class TrainingCheckpoint {
     adam.put("weight_decay", s.weightDecay());
     adam.put("max_grad_norm", s.maxGradNorm());
     o.put("mixed_precision", s.mixedPrecision());
-    com.fasterxml.jackson.databind.node.ArrayNode tasks = o.putArray("tasks");
+    ArrayNode tasks = o.putArray("tasks");
     for (String t : s.tasks()) tasks.add(t);
     try {
       return JSON.writeValueAsString(o);
@@ -181,8 +183,8 @@ public final class TrainingCheckpoint {
         (float) field(adam, "eps", source).asDouble(), (float) field(adam, "weight_decay", source).asDouble(),
         (float) field(adam, "max_grad_norm", source).asDouble(),
         o.path("mixed_precision").asBoolean(false), // absent in checkpoints written before it existed
-        o.has("tasks") ? java.util.stream.StreamSupport.stream(o.get("tasks").spliterator(), false).map(JsonNode::asText).toList()
-            : java.util.List.of());
+        o.has("tasks") ? StreamSupport.stream(o.get("tasks").spliterator(), false).map(JsonNode::asText).toList()
+            : List.of());
   }
 
   private static JsonNode field(JsonNode o, String name, String source) {
