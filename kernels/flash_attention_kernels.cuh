@@ -11,14 +11,8 @@
 #include <stdint.h>
 
 #include "attention_tiles.h"
+#include "hd.h"
 #include "numerics.h"
-
-/* nvcc's `#pragma unroll`, spelled so that the host compiler of the emulation test sees nothing */
-#ifdef __CUDACC__
-#define FA_UNROLL _Pragma("unroll")
-#else
-#define FA_UNROLL
-#endif
 
 namespace moe4j {
 
@@ -59,7 +53,7 @@ template <int D>
 __device__ __forceinline__ void load_tile(uint32_t dst, const bf16_t *src, int64_t ld,
                                           int64_t rows_valid, const bf16_t *fallback) {
   constexpr int kChunks = D / 8;
-FA_UNROLL
+MOE4J_UNROLL
   for (int it = 0; it < kFaRows * kChunks / kFaThreads; it++) {
     const int q = threadIdx.x + it * kFaThreads;
     const int row = q / kChunks, chunk = q % kChunks;
@@ -100,7 +94,7 @@ template <int D>
 struct LaneOffsets {
   uint32_t off[4];
   __device__ __forceinline__ LaneOffsets(int lr, int lc) {
-FA_UNROLL
+MOE4J_UNROLL
     for (int c = 0; c < 4; c++) off[c] = 2u * (uint32_t)attn_smem_lane_part(lr, lc, c, D);
   }
   __device__ __forceinline__ uint32_t at(uint32_t tile, int r, int c) const {
@@ -146,15 +140,15 @@ __device__ __forceinline__ void acc_to_a(uint32_t (&a)[4], const float (&s)[NB][
 template <int D, int NB = 8>
 __device__ __forceinline__ void gemm_rows(float (&s)[NB][4], uint32_t a_tile, int a_row0,
                                           uint32_t b_tile, const Frags<D> &f, int b_row0 = 0) {
-FA_UNROLL
+MOE4J_UNROLL
   for (int n = 0; n < NB; n++)
-FA_UNROLL
+MOE4J_UNROLL
     for (int r = 0; r < 4; r++) s[n][r] = 0.0f;
-FA_UNROLL
+MOE4J_UNROLL
   for (int kk = 0; kk < D / 16; kk++) {
     uint32_t a[4];
     ldmatrix_x4(a, f.a.at(a_tile, a_row0, 2 * kk));
-FA_UNROLL
+MOE4J_UNROLL
     for (int np = 0; np < NB / 2; np++) {
       uint32_t r[4], b0[2], b1[2];
       ldmatrix_x4(r, f.brow.at(b_tile, b_row0 + np * 16, 2 * kk));
@@ -170,11 +164,11 @@ FA_UNROLL
 template <int D, int NB = 8>
 __device__ __forceinline__ void gemm_acc_cols(float (&acc)[D / 8][4], const float (&p)[NB][4],
                                               uint32_t tile, const Frags<D> &f, int k_row0 = 0) {
-FA_UNROLL
+MOE4J_UNROLL
   for (int kk = 0; kk < NB / 2; kk++) {
     uint32_t a[4];
     acc_to_a<NB>(a, p, kk);
-FA_UNROLL
+MOE4J_UNROLL
     for (int dp = 0; dp < D / 16; dp++) {
       uint32_t r[4], b0[2], b1[2];
       ldmatrix_x4_trans(r, f.bcol.at(tile, k_row0 + kk * 16, 2 * dp));
@@ -203,9 +197,9 @@ __device__ __forceinline__ void apply_mask(float (&s)[NB][4], int64_t row0, int6
                                            int64_t len, bool causal, int64_t w, int lane,
                                            float fill) {
   const int g = lane >> 2, t = lane & 3;
-FA_UNROLL
+MOE4J_UNROLL
   for (int n = 0; n < NB; n++)
-FA_UNROLL
+MOE4J_UNROLL
     for (int r = 0; r < 4; r++) {
       const int64_t row = row0 + g + 8 * (r >> 1), col = col0 + 8 * n + 2 * t + (r & 1);
       const int64_t i = KEY_ROWS ? col : row, j = KEY_ROWS ? row : col;
@@ -225,13 +219,13 @@ __device__ __forceinline__ void store_rows(bf16_t *base, int64_t start, int64_t 
                                            int64_t heads, int64_t h, const float (&acc)[D / 8][4],
                                            float mul0, float mul1, int lane) {
   const int g = lane >> 2, t = lane & 3;
-FA_UNROLL
+MOE4J_UNROLL
   for (int hh = 0; hh < 2; hh++) {
     const int64_t r = row0 + g + 8 * hh;
     if (r >= len) continue;
     const float mul = hh == 0 ? mul0 : mul1;
     uint32_t *dst = reinterpret_cast<uint32_t *>(base + row_elem(start, r, heads, h, D) + 2 * t);
-FA_UNROLL
+MOE4J_UNROLL
     for (int n = 0; n < D / 8; n++)
       dst[4 * n] = pack_bf16x2(acc[n][2 * hh] * mul, acc[n][2 * hh + 1] * mul);
   }
@@ -285,9 +279,9 @@ __global__ void __launch_bounds__(kFaThreads) flash_fwd_kernel(FaParams p) {
   cp_async_commit();
 
   float o[D / 8][4];
-FA_UNROLL
+MOE4J_UNROLL
   for (int n = 0; n < D / 8; n++)
-FA_UNROLL
+MOE4J_UNROLL
     for (int r = 0; r < 4; r++) o[n][r] = 0.0f;
   float m[2] = {-INFINITY, -INFINITY}, l[2] = {0.0f, 0.0f};
   const float sl2 = p.scale * kLog2e;
@@ -311,24 +305,24 @@ FA_UNROLL
       apply_mask<false>(s, row0, k0, len, p.causal, w, lane, -INFINITY);
 
     /* online softmax, rows g (hh = 0) and g + 8 (hh = 1) of the warp */
-FA_UNROLL
+MOE4J_UNROLL
     for (int hh = 0; hh < 2; hh++) {
       float mx = -INFINITY;
-FA_UNROLL
+MOE4J_UNROLL
       for (int n = 0; n < 8; n++) mx = fmaxf(mx, fmaxf(s[n][2 * hh], s[n][2 * hh + 1]));
       const float m_new = fmaxf(m[hh], quad_max(mx) * sl2);
       const float m_use = m_new == -INFINITY ? 0.0f : m_new; /* all masked so far: no NaN */
       const float alpha = fast_exp2(m[hh] - m_use);
       m[hh] = m_new;
       l[hh] *= alpha;
-FA_UNROLL
+MOE4J_UNROLL
       for (int n = 0; n < D / 8; n++) {
         o[n][2 * hh] *= alpha;
         o[n][2 * hh + 1] *= alpha;
       }
-FA_UNROLL
+MOE4J_UNROLL
       for (int n = 0; n < 8; n++)
-FA_UNROLL
+MOE4J_UNROLL
         for (int e = 0; e < 2; e++) {
           const float pe = fast_exp2(fmaf(s[n][2 * hh + e], sl2, -m_use));
           s[n][2 * hh + e] = pe;
@@ -341,7 +335,7 @@ FA_UNROLL
 
   float inv[2];
   const int g = lane >> 2;
-FA_UNROLL
+MOE4J_UNROLL
   for (int hh = 0; hh < 2; hh++) {
     const float lsum = quad_sum(l[hh]);
     inv[hh] = lsum > 0.0f ? 1.0f / lsum : 0.0f; /* no visible key: out = 0 */
@@ -369,11 +363,11 @@ __global__ void __launch_bounds__(kFaThreads) flash_bwd_dot_kernel(FaParams p) {
     const int64_t e = row_elem(sq.start, r, p.q_heads, h, D) + half * (D / 2);
     const uint4 *go = reinterpret_cast<const uint4 *>(p.out + e);
     const uint4 *gd = reinterpret_cast<const uint4 *>(p.dout + e);
-FA_UNROLL
+MOE4J_UNROLL
     for (int c = 0; c < D / 16; c++) {
       const uint4 a = go[c], d = gd[c];
       const uint32_t av[4] = {a.x, a.y, a.z, a.w}, dv[4] = {d.x, d.y, d.z, d.w};
-FA_UNROLL
+MOE4J_UNROLL
       for (int x = 0; x < 4; x++) {
         acc = fmaf(bf16_bits_to_f32((uint16_t)(av[x] & 0xffffu)),
                    bf16_bits_to_f32((uint16_t)(dv[x] & 0xffffu)), acc);
@@ -423,7 +417,7 @@ __global__ void __launch_bounds__(kFaThreads) flash_bwd_dq_kernel(FaParams p) {
 
   const int64_t row0 = q0 + warp * 16;
   float lse2[2], di[2];
-FA_UNROLL
+MOE4J_UNROLL
   for (int hh = 0; hh < 2; hh++) {
     const int64_t r = row0 + g + 8 * hh;
     const int64_t idx = sq.lse_base + h * p.seq + r;
@@ -431,9 +425,9 @@ FA_UNROLL
     di[hh] = r < len ? p.dsum[idx] : 0.0f;
   }
   float dq[D / 8][4];
-FA_UNROLL
+MOE4J_UNROLL
   for (int n = 0; n < D / 8; n++)
-FA_UNROLL
+MOE4J_UNROLL
     for (int r = 0; r < 4; r++) dq[n][r] = 0.0f;
   const float sl2 = p.scale * kLog2e;
 
@@ -454,14 +448,14 @@ FA_UNROLL
     gemm_rows<D>(s, s_q, warp * 16, tk, fr);
     if (k1 > len || !attn_tile_unmasked(q0, q1, k0, k1, p.causal, w))
       apply_mask<false>(s, row0, k0, len, p.causal, w, lane, -INFINITY);
-FA_UNROLL
+MOE4J_UNROLL
     for (int n = 0; n < 8; n++)
-FA_UNROLL
+MOE4J_UNROLL
       for (int r = 0; r < 4; r++) s[n][r] = fast_exp2(fmaf(s[n][r], sl2, -lse2[r >> 1]));
     gemm_rows<D>(dp, s_do, warp * 16, tv, fr);
-FA_UNROLL
+MOE4J_UNROLL
     for (int n = 0; n < 8; n++)
-FA_UNROLL
+MOE4J_UNROLL
       for (int r = 0; r < 4; r++) s[n][r] *= dp[n][r] - di[r >> 1]; /* dS */
     gemm_acc_cols<D>(dq, s, tk, fr);
   }
@@ -516,9 +510,9 @@ __global__ void __launch_bounds__(kFaThreads) flash_bwd_dkv_kernel(FaParams p) {
   cp_async_commit();
 
   float dk[D / 8][4], dv[D / 8][4];
-FA_UNROLL
+MOE4J_UNROLL
   for (int n = 0; n < D / 8; n++)
-FA_UNROLL
+MOE4J_UNROLL
     for (int r = 0; r < 4; r++) dk[n][r] = dv[n][r] = 0.0f;
   const float sl2 = p.scale * kLog2e;
   const int64_t key0 = k0 + warp * 16; /* this warp's 16 keys are the rows of S^T */
@@ -538,24 +532,24 @@ FA_UNROLL
                         !attn_tile_unmasked(q0, q1, k0, k1, p.causal, w);
     /* the 64 queries in kDkvSplit column slices of 8 NB: at D = 128 whole 64-column S^T and dP^T
      * next to the f32 dK and dV would not fit the 255 registers */
-FA_UNROLL
+MOE4J_UNROLL
     for (int half = 0; half < kDkvSplit<D>; half++) {
       constexpr int NB = 8 / kDkvSplit<D>;
       const int c0 = half * 8 * NB; /* first query column of the slice */
       float s[NB][4];
       gemm_rows<D, NB>(s, s_k, warp * 16, tq, fr, c0); /* S^T = K Q^T */
       if (masked) apply_mask<true, NB>(s, key0, q0 + c0, len, p.causal, w, lane, -INFINITY);
-FA_UNROLL
+MOE4J_UNROLL
       for (int n = 0; n < NB; n++)
-FA_UNROLL
+MOE4J_UNROLL
         for (int r = 0; r < 4; r++)
           s[n][r] = fast_exp2(fmaf(s[n][r], sl2, -lse2[c0 + 8 * n + t2 + (r & 1)]));
       gemm_acc_cols<D, NB>(dv, s, tdo, fr, c0); /* dV += P^T dO */
       float dp[NB][4];
       gemm_rows<D, NB>(dp, s_v, warp * 16, tdo, fr, c0); /* dP^T = V dO^T */
-FA_UNROLL
+MOE4J_UNROLL
       for (int n = 0; n < NB; n++)
-FA_UNROLL
+MOE4J_UNROLL
         for (int r = 0; r < 4; r++) s[n][r] *= dp[n][r] - di[c0 + 8 * n + t2 + (r & 1)]; /* dS^T */
       gemm_acc_cols<D, NB>(dk, s, tq, fr, c0); /* dK += dS^T Q */
     }

@@ -11,3 +11,13 @@
 #else
 #define MOE4J_HD inline
 #endif
+
+/* Unroll the next loop: nvcc's `#pragma unroll` in device code, GCC's in host code (the CPU twins
+ * and the warp-emulator tests that run kernel code), nothing elsewhere. */
+#if defined(__CUDA_ARCH__)
+#define MOE4J_UNROLL _Pragma("unroll")
+#elif defined(__GNUC__) && !defined(__clang__) && !defined(__CUDACC__)
+#define MOE4J_UNROLL _Pragma("GCC unroll 16")
+#else
+#define MOE4J_UNROLL
+#endif

@@ -26,14 +26,6 @@
 #include "hd.h"
 #include "numerics.h"
 
-#if defined(__CUDA_ARCH__)
-#define MOE4J_UNROLL _Pragma("unroll")
-#elif defined(__GNUC__) && !defined(__clang__) && !defined(__CUDACC__)
-#define MOE4J_UNROLL _Pragma("GCC unroll 16")
-#else
-#define MOE4J_UNROLL
-#endif
-
 namespace moe4j {
 
 constexpr int kRmsLanes = 16;

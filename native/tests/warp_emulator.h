@@ -1,0 +1,332 @@
+/*
+ * A small CUDA warp emulator for the CPU tests that run kernel code written for the GPU
+ * (test_flash_attention_emulated.cpp, test_grouped_gemm_emulated.cpp): the kernels' fragment
+ * plumbing (ldmatrix / mma.sync layouts, swizzled shared-memory tiles), cp.async pipelines and
+ * block-level schedules are checked on a machine without a GPU.
+ *
+ * Each CUDA thread of a block is a ucontext fiber (up to 256 per block; blocks run one after
+ * another on one OS thread). __syncthreads and the warp-collective operations are barriers: a
+ * fiber publishes its operands, waits for its warp (or block), computes its own result from
+ * everyone's operands, and waits again before the exchange slots are reused. The collectives follow
+ * the PTX ISA definitions, written here independently of the kernels:
+ *   ldmatrix.x4: lanes 8j..8j+7 give the row addresses of matrix j; lane l receives row l/4,
+ *     elements 2(l%4), 2(l%4)+1 of each matrix (.trans: column l/4, rows 2(l%4), 2(l%4)+1);
+ *   mma.m16n8k16 bf16: A element (r, k) sits in lane (r%8)*4 + (k%8)/2, register (r/8) + 2(k/8),
+ *     half k%2; B (k, n) in lane n*4 + (k%8)/2, register k/8, half k%2; C/D (r, n) in lane
+ *     (r%8)*4 + n/2, register 2(r/8) + n%2; D = C + sum_k A B in f32, k ascending;
+ *   shfl.xor, shfl.up; cp.async as a 16-byte copy (zero fill when invalid) that lands either at
+ *     issue or, in the late mode (g_late_cp_async), only at the cp.async.wait_group covering its
+ *     commit group; the dynamic shared memory is poisoned (0xff bytes: bf16 NaN) before every
+ *     block, so reading a tile before it landed shows up as NaN.
+ * Kernels name their dynamic shared memory `extern __shared__ unsigned char smem[]` at block scope
+ * inside namespace moe4j's anonymous namespace (it resolves to the array below), and block-scope
+ * static shared arrays MOE4J_STATIC_SHARED (a function-local static here).
+ * Not emulated: timing, bank conflicts, and landing times between the two extremes.
+ * Include once, before the kernels under test, in a test's translation unit.
+ */
+#pragma once
+#include <math.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <ucontext.h>
+
+#include <functional>
+#include <vector>
+
+#include "numerics.h"
+
+/* ---- CUDA surface of the emulator --------------------------------------------------------- */
+
+#define __global__
+#define __device__
+#define __host__
+#define __forceinline__ inline
+#define __launch_bounds__(...)
+#define __shared__
+#define __align__(n) __attribute__((aligned(n)))
+/* a kernel's block-scope static shared array: one per block, and the blocks run one after another */
+#define MOE4J_STATIC_SHARED static
+
+struct dim3 {
+  unsigned int x = 1, y = 1, z = 1;
+};
+struct uint4 {
+  uint32_t x, y, z, w;
+};
+inline uint4 make_uint4(uint32_t x, uint32_t y, uint32_t z, uint32_t w) { return uint4{x, y, z, w}; }
+struct float2 {
+  float x, y;
+};
+inline float2 make_float2(float x, float y) { return float2{x, y}; }
+inline int64_t min(int64_t a, int64_t b) { return a < b ? a : b; }
+
+dim3 blockIdx, gridDim, blockDim;
+
+namespace emu {
+
+constexpr int kMaxThreads = 256, kStack = 1 << 16;
+constexpr size_t kSmemBytes = 100 * 1024;
+
+struct Barrier {
+  int arrived = 0;
+  unsigned gen = 0;
+};
+
+struct WarpExchange {
+  uint32_t addr[32];
+  uint32_t a[32][4], b[32][2];
+  float c[32][4], f[32];
+  int64_t i64[32];
+};
+
+/* A cp.async copy not yet landed in shared memory (late mode). */
+struct PendingCopy {
+  uint32_t dst;
+  unsigned char data[16];
+  long group; /* commit group it belongs to; -1 until committed */
+};
+
+struct Fiber {
+  std::vector<PendingCopy> pending;
+  long committed = 0; /* groups committed so far */
+  ucontext_t ctx;
+  dim3 tid;
+  bool done;
+  const Barrier *wait_on; /* blocked until wait_on->gen != wait_gen */
+  unsigned wait_gen;
+  std::vector<char> stack;
+};
+
+struct Block {
+  ucontext_t sched;
+  Fiber fibers[kMaxThreads];
+  int threads = 0, cur = 0;
+  Barrier warp_bar[kMaxThreads / 32], block_bar;
+  WarpExchange wx[kMaxThreads / 32];
+  std::function<void()> body;
+};
+
+Block *g_block = nullptr;
+/* cp.async landing: eager (at issue: catches a prefetch that overwrites a stage still being read)
+ * or late (at the cp.async.wait_group that must cover it: catches reading a tile before its wait
+ * and barrier). The data is the source as of the issue, as on the GPU. */
+bool g_late_cp_async = false;
+extern unsigned char *const g_smem; /* the kernels' `extern __shared__ smem[]`, below */
+
+inline Fiber &me() { return g_block->fibers[g_block->cur]; }
+inline int tid() { return (int)me().tid.x; }
+
+inline void yield() { swapcontext(&me().ctx, &g_block->sched); }
+
+inline void wait(Barrier &b, int n) {
+  if (++b.arrived == n) {
+    b.arrived = 0;
+    b.gen++;
+    return;
+  }
+  me().wait_on = &b; /* the scheduler skips this fiber until the last one arrives */
+  me().wait_gen = b.gen;
+  yield();
+  me().wait_on = nullptr;
+}
+
+inline void warp_wait() { wait(g_block->warp_bar[tid() / 32], 32); }
+
+void fiber_entry() {
+  g_block->body();
+  me().done = true;
+}
+
+/* Runs `body` as the `threads` threads (a multiple of 32, at most kMaxThreads) of the block
+ * blockIdx. */
+void run_block(const std::function<void()> &body, int threads) {
+  if (threads <= 0 || threads % 32 != 0 || threads > kMaxThreads) {
+    fprintf(stderr, "emulator: %d threads per block, expected a multiple of 32 up to %d\n", threads,
+            kMaxThreads);
+    abort();
+  }
+  Block *b = new Block();
+  g_block = b;
+  b->body = body;
+  b->threads = threads;
+  memset(g_smem, 0xff, kSmemBytes);
+  for (int t = 0; t < threads; t++) {
+    Fiber &f = b->fibers[t];
+    f.tid.x = (unsigned)t;
+    f.done = false;
+    f.wait_on = nullptr;
+    f.pending.clear();
+    f.committed = 0;
+    f.stack.resize(kStack);
+    getcontext(&f.ctx);
+    f.ctx.uc_stack.ss_sp = f.stack.data();
+    f.ctx.uc_stack.ss_size = f.stack.size();
+    f.ctx.uc_link = &b->sched;
+    makecontext(&f.ctx, fiber_entry, 0);
+  }
+  for (;;) {
+    bool live = false, ran = false;
+    for (int t = 0; t < threads; t++) {
+      Fiber &f = b->fibers[t];
+      if (f.done) continue;
+      live = true;
+      if (f.wait_on != nullptr && f.wait_on->gen == f.wait_gen) continue;
+      ran = true;
+      b->cur = t;
+      swapcontext(&b->sched, &f.ctx);
+    }
+    if (!live) break;
+    if (!ran) { /* every live fiber waits and no barrier can complete */
+      fprintf(stderr, "emulator: deadlock in block (%u, %u, %u)\n", blockIdx.x, blockIdx.y, blockIdx.z);
+      abort();
+    }
+  }
+  g_block = nullptr;
+  delete b;
+}
+
+/* A launch <<<grid, threads>>>: the blocks run one after another. */
+template <typename F>
+void run_grid(dim3 grid, int threads, F kernel) {
+  gridDim = grid;
+  blockDim = dim3{(unsigned)threads, 1, 1};
+  for (unsigned z = 0; z < grid.z; z++)
+    for (unsigned y = 0; y < grid.y; y++)
+      for (unsigned x = 0; x < grid.x; x++) {
+        blockIdx = dim3{x, y, z};
+        run_block(kernel, threads);
+      }
+}
+
+}  // namespace emu
+
+#define threadIdx (emu::me().tid)
+
+inline void __syncthreads() { emu::wait(emu::g_block->block_bar, emu::g_block->threads); }
+
+inline float __shfl_xor_sync(unsigned, float v, int mask) {
+  emu::WarpExchange &x = emu::g_block->wx[emu::tid() / 32];
+  const int lane = emu::tid() & 31;
+  x.f[lane] = v;
+  emu::warp_wait();
+  const float r = x.f[lane ^ mask];
+  emu::warp_wait();
+  return r;
+}
+
+inline int64_t __shfl_up_sync(unsigned, int64_t v, int delta) {
+  emu::WarpExchange &x = emu::g_block->wx[emu::tid() / 32];
+  const int lane = emu::tid() & 31;
+  x.i64[lane] = v;
+  emu::warp_wait();
+  const int64_t r = lane >= delta ? x.i64[lane - delta] : v;
+  emu::warp_wait();
+  return r;
+}
+
+namespace moe4j {
+namespace {
+/* what the kernels' block-scope `extern __shared__ unsigned char smem[]` names: one array, since
+ * the blocks run one after another */
+alignas(128) unsigned char smem[emu::kSmemBytes];
+}  // namespace
+}  // namespace moe4j
+unsigned char *const emu::g_smem = moe4j::smem;
+
+namespace moe4j {
+
+inline uint32_t smem_addr(const void *p) {
+  return (uint32_t)((const unsigned char *)p - emu::g_smem);
+}
+
+inline void cp_async_16(uint32_t dst, const void *src, bool valid) {
+  if (!(dst + 16 <= emu::kSmemBytes)) {
+    fprintf(stderr, "emulator: cp.async to smem offset %u out of range\n", dst);
+    abort();
+  }
+  emu::PendingCopy c;
+  c.dst = dst;
+  c.group = -1;
+  if (valid) memcpy(c.data, src, 16);
+  else memset(c.data, 0, 16);
+  if (emu::g_late_cp_async) emu::me().pending.push_back(c);
+  else memcpy(emu::g_smem + dst, c.data, 16);
+}
+inline void cp_async_commit() {
+  emu::Fiber &f = emu::me();
+  for (emu::PendingCopy &c : f.pending)
+    if (c.group < 0) c.group = f.committed;
+  f.committed++;
+}
+/* cp.async.wait_group N: all but the N most recent committed groups have landed. */
+template <int N>
+inline void cp_async_wait() {
+  emu::Fiber &f = emu::me();
+  std::vector<emu::PendingCopy> keep;
+  for (const emu::PendingCopy &c : f.pending) {
+    if (c.group >= 0 && c.group < f.committed - N) memcpy(emu::g_smem + c.dst, c.data, 16);
+    else keep.push_back(c);
+  }
+  f.pending.swap(keep);
+}
+
+inline uint16_t smem_u16(uint32_t addr, int elem) {
+  uint16_t v;
+  memcpy(&v, emu::g_smem + addr + 2 * elem, 2);
+  return v;
+}
+
+inline void ldmatrix_common(uint32_t (&r)[4], uint32_t addr, bool trans) {
+  emu::WarpExchange &x = emu::g_block->wx[emu::tid() / 32];
+  const int lane = emu::tid() & 31;
+  if (addr % 16 != 0 || addr + 16 > emu::kSmemBytes) {
+    fprintf(stderr, "emulator: ldmatrix row address %u misaligned or out of range\n", addr);
+    abort();
+  }
+  x.addr[lane] = addr;
+  emu::warp_wait();
+  for (int j = 0; j < 4; j++) {
+    uint16_t e0, e1;
+    if (!trans) {
+      const uint32_t row = x.addr[8 * j + lane / 4];
+      e0 = smem_u16(row, 2 * (lane % 4));
+      e1 = smem_u16(row, 2 * (lane % 4) + 1);
+    } else {
+      e0 = smem_u16(x.addr[8 * j + 2 * (lane % 4)], lane / 4);
+      e1 = smem_u16(x.addr[8 * j + 2 * (lane % 4) + 1], lane / 4);
+    }
+    r[j] = (uint32_t)e0 | ((uint32_t)e1 << 16);
+  }
+  emu::warp_wait();
+}
+
+inline void ldmatrix_x4(uint32_t (&r)[4], uint32_t addr) { ldmatrix_common(r, addr, false); }
+inline void ldmatrix_x4_trans(uint32_t (&r)[4], uint32_t addr) { ldmatrix_common(r, addr, true); }
+
+inline float half_of(uint32_t reg, int h) { return bf16_bits_to_f32((uint16_t)(h ? reg >> 16 : reg & 0xffffu)); }
+
+inline void mma_bf16_16816(float (&d)[4], const uint32_t (&a)[4], const uint32_t (&b)[2]) {
+  emu::WarpExchange &x = emu::g_block->wx[emu::tid() / 32];
+  const int lane = emu::tid() & 31;
+  memcpy(x.a[lane], a, sizeof a);
+  memcpy(x.b[lane], b, sizeof b);
+  memcpy(x.c[lane], d, sizeof d);
+  emu::warp_wait();
+  float out[4];
+  for (int reg = 0; reg < 4; reg++) {
+    const int r = lane / 4 + 8 * (reg / 2), n = 2 * (lane % 4) + reg % 2;
+    float acc = x.c[lane][reg];
+    for (int k = 0; k < 16; k++) {
+      const float av = half_of(x.a[(r % 8) * 4 + (k % 8) / 2][r / 8 + 2 * (k / 8)], k % 2);
+      const float bv = half_of(x.b[n * 4 + (k % 8) / 2][k / 8], k % 2);
+      acc += av * bv;
+    }
+    out[reg] = acc;
+  }
+  emu::warp_wait();
+  memcpy(d, out, sizeof out);
+}
+
+}  // namespace moe4j
