@@ -15,11 +15,6 @@
 #include "numerics.h"
 #include "swiglu_math.h"
 
-/* a block-scope static shared array (the warp emulator makes it a function-local static) */
-#ifndef MOE4J_STATIC_SHARED
-#define MOE4J_STATIC_SHARED __shared__
-#endif
-
 namespace moe4j {
 
 namespace {

@@ -1,6 +1,7 @@
 /*
  * Launch plumbing shared by every .cu file: error checks that turn a CUDA failure into a status
- * code plus a thread-local message (never abort), grid-size helpers, and warp/block reductions.
+ * code plus a thread-local message (never abort), grid-size helpers, and (warp_reduce.cuh)
+ * warp/block reductions.
  */
 #pragma once
 #include <cuda_runtime.h>
@@ -8,6 +9,7 @@
 
 #include "moe4j.h"
 #include "status.h"
+#include "warp_reduce.cuh"
 
 namespace moe4j {
 
@@ -34,38 +36,6 @@ inline unsigned int blocks_for(int64_t n, int64_t per_block, int64_t cap = 65535
   int64_t b = (n + per_block - 1) / per_block;
   if (b < 1) b = 1;
   return (unsigned int)(b < cap ? b : cap);
-}
-
-__device__ __forceinline__ float warp_sum(float v) {
-  for (int offset = 16; offset > 0; offset >>= 1) v += __shfl_xor_sync(0xffffffffu, v, offset);
-  return v;
-}
-
-__device__ __forceinline__ float warp_max(float v) {
-  for (int offset = 16; offset > 0; offset >>= 1) v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, offset));
-  return v;
-}
-
-/* Sum over the block (blockDim.x a multiple of 32, <= 1024); every thread gets the result.
- * `scratch` holds 32 floats of shared memory. Fixed order: deterministic. */
-__device__ __forceinline__ float block_sum(float v, float *scratch) {
-  int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, warps = blockDim.x >> 5;
-  v = warp_sum(v);
-  __syncthreads(); /* scratch may still be read from a previous call */
-  if (lane == 0) scratch[warp] = v;
-  __syncthreads();
-  v = lane < warps ? scratch[lane] : 0.0f;
-  return warp_sum(v);
-}
-
-__device__ __forceinline__ float block_max(float v, float *scratch) {
-  int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, warps = blockDim.x >> 5;
-  v = warp_max(v);
-  __syncthreads();
-  if (lane == 0) scratch[warp] = v;
-  __syncthreads();
-  v = lane < warps ? scratch[lane] : -INFINITY;
-  return warp_max(v);
 }
 
 }  // namespace moe4j

@@ -21,3 +21,9 @@
 #else
 #define MOE4J_UNROLL
 #endif
+
+/* A kernel's block-scope static __shared__ array (the warp emulator makes it a function-local
+ * static, native/tests/warp_emulator.h). */
+#ifndef MOE4J_STATIC_SHARED
+#define MOE4J_STATIC_SHARED __shared__
+#endif

@@ -4,7 +4,7 @@
  * plumbing (ldmatrix / mma.sync layouts, swizzled shared-memory tiles), cp.async pipelines and
  * block-level schedules are checked on a machine without a GPU.
  *
- * Each CUDA thread of a block is a ucontext fiber (up to 256 per block; blocks run one after
+ * Each CUDA thread of a block is a ucontext fiber (up to 1024 per block; blocks run one after
  * another on one OS thread). __syncthreads and the warp-collective operations are barriers: a
  * fiber publishes its operands, waits for its warp (or block), computes its own result from
  * everyone's operands, and waits again before the exchange slots are reused. The collectives follow
@@ -14,7 +14,9 @@
  *   mma.m16n8k16 bf16: A element (r, k) sits in lane (r%8)*4 + (k%8)/2, register (r/8) + 2(k/8),
  *     half k%2; B (k, n) in lane n*4 + (k%8)/2, register k/8, half k%2; C/D (r, n) in lane
  *     (r%8)*4 + n/2, register 2(r/8) + n%2; D = C + sum_k A B in f32, k ascending;
- *   shfl.xor, shfl.up; cp.async as a 16-byte copy (zero fill when invalid) that lands either at
+ *   shfl.xor / .up / .idx, ballot; atomics are plain read-modify-writes (fibers switch only at
+ *   barriers and collectives); the fibers run in order or in shuffled order (g_shuffled_schedule);
+ *   cp.async as a 16-byte copy (zero fill when invalid) that lands either at
  *     issue or, in the late mode (g_late_cp_async), only at the cp.async.wait_group covering its
  *     commit group; the dynamic shared memory is poisoned (0xff bytes: bf16 NaN) before every
  *     block, so reading a tile before it landed shows up as NaN.
@@ -32,7 +34,9 @@
 #include <string.h>
 #include <ucontext.h>
 
+#include <algorithm>
 #include <functional>
+#include <random>
 #include <vector>
 
 #include "numerics.h"
@@ -46,7 +50,9 @@
 #define __launch_bounds__(...)
 #define __shared__
 #define __align__(n) __attribute__((aligned(n)))
-/* a kernel's block-scope static shared array: one per block, and the blocks run one after another */
+/* a kernel's block-scope static shared array: one per block, and the blocks run one after another
+ * (hd.h's default is __shared__) */
+#undef MOE4J_STATIC_SHARED
 #define MOE4J_STATIC_SHARED static
 
 struct dim3 {
@@ -66,7 +72,7 @@ dim3 blockIdx, gridDim, blockDim;
 
 namespace emu {
 
-constexpr int kMaxThreads = 256, kStack = 1 << 16;
+constexpr int kMaxThreads = 1024, kStack = 1 << 16;
 constexpr size_t kSmemBytes = 100 * 1024;
 
 struct Barrier {
@@ -79,6 +85,7 @@ struct WarpExchange {
   uint32_t a[32][4], b[32][2];
   float c[32][4], f[32];
   int64_t i64[32];
+  bool pred[32];
 };
 
 /* A cp.async copy not yet landed in shared memory (late mode). */
@@ -113,6 +120,14 @@ Block *g_block = nullptr;
  * or late (at the cp.async.wait_group that must cover it: catches reading a tile before its wait
  * and barrier). The data is the source as of the issue, as on the GPU. */
 bool g_late_cp_async = false;
+/* Fiber order: in order (every runnable fiber in every pass, thread 0 first; the last fiber to
+ * reach a barrier runs on), or shuffled (default): a fresh random order every pass, every warp of
+ * a block given a random speed (its runnable fibers run in a pass with probability 1/16, 1/4 or
+ * 1), and the fiber that completes a barrier yields too. Warps then run far ahead of one another
+ * between barriers, which exposes a missing barrier (a shared slot or pipeline stage rewritten
+ * before every warp has read it) that the in-order schedule hides. Fixed seed: reproducible. */
+bool g_shuffled_schedule = true;
+std::mt19937 g_schedule_rng(20261208);
 extern unsigned char *const g_smem; /* the kernels' `extern __shared__ smem[]`, below */
 
 inline Fiber &me() { return g_block->fibers[g_block->cur]; }
@@ -124,6 +139,7 @@ inline void wait(Barrier &b, int n) {
   if (++b.arrived == n) {
     b.arrived = 0;
     b.gen++;
+    if (g_shuffled_schedule) yield();
     return;
   }
   me().wait_on = &b; /* the scheduler skips this fiber until the last one arrives */
@@ -147,10 +163,13 @@ void run_block(const std::function<void()> &body, int threads) {
             kMaxThreads);
     abort();
   }
-  Block *b = new Block();
+  static Block *const b = new Block(); /* fiber stacks allocated once */
   g_block = b;
   b->body = body;
   b->threads = threads;
+  b->cur = 0;
+  b->block_bar = Barrier{};
+  for (Barrier &w : b->warp_bar) w = Barrier{};
   memset(g_smem, 0xff, kSmemBytes);
   for (int t = 0; t < threads; t++) {
     Fiber &f = b->fibers[t];
@@ -159,32 +178,47 @@ void run_block(const std::function<void()> &body, int threads) {
     f.wait_on = nullptr;
     f.pending.clear();
     f.committed = 0;
-    f.stack.resize(kStack);
+    if (f.stack.empty()) f.stack.resize(kStack);
     getcontext(&f.ctx);
     f.ctx.uc_stack.ss_sp = f.stack.data();
     f.ctx.uc_stack.ss_size = f.stack.size();
     f.ctx.uc_link = &b->sched;
     makecontext(&f.ctx, fiber_entry, 0);
   }
+  std::vector<int> order(threads);
+  for (int t = 0; t < threads; t++) order[t] = t;
+  /* shuffled: warp w runs in a pass with probability speed[w] / 16, drawn per block from 1, 4, 16 */
+  unsigned speed[kMaxThreads / 32];
+  for (unsigned &s : speed) s = 1u << (2 * (g_schedule_rng() % 3));
   for (;;) {
     bool live = false, ran = false;
-    for (int t = 0; t < threads; t++) {
+    if (g_shuffled_schedule) std::shuffle(order.begin(), order.end(), g_schedule_rng);
+    int skipped = -1; /* a runnable fiber the shuffled schedule left out of this pass */
+    for (int t : order) {
       Fiber &f = b->fibers[t];
       if (f.done) continue;
       live = true;
       if (f.wait_on != nullptr && f.wait_on->gen == f.wait_gen) continue;
+      if (g_shuffled_schedule && g_schedule_rng() % 16 >= speed[t / 32]) {
+        skipped = t;
+        continue;
+      }
       ran = true;
       b->cur = t;
       swapcontext(&b->sched, &f.ctx);
     }
     if (!live) break;
+    if (!ran && skipped >= 0) {
+      b->cur = skipped;
+      swapcontext(&b->sched, &b->fibers[skipped].ctx);
+      ran = true;
+    }
     if (!ran) { /* every live fiber waits and no barrier can complete */
       fprintf(stderr, "emulator: deadlock in block (%u, %u, %u)\n", blockIdx.x, blockIdx.y, blockIdx.z);
       abort();
     }
   }
   g_block = nullptr;
-  delete b;
 }
 
 /* A launch <<<grid, threads>>>: the blocks run one after another. */
@@ -214,6 +248,42 @@ inline float __shfl_xor_sync(unsigned, float v, int mask) {
   const float r = x.f[lane ^ mask];
   emu::warp_wait();
   return r;
+}
+
+inline float __shfl_sync(unsigned, float v, int src_lane) {
+  emu::WarpExchange &x = emu::g_block->wx[emu::tid() / 32];
+  const int lane = emu::tid() & 31;
+  x.f[lane] = v;
+  emu::warp_wait();
+  const float r = x.f[src_lane & 31];
+  emu::warp_wait();
+  return r;
+}
+
+inline unsigned __ballot_sync(unsigned, bool pred) {
+  emu::WarpExchange &x = emu::g_block->wx[emu::tid() / 32];
+  x.pred[emu::tid() & 31] = pred;
+  emu::warp_wait();
+  unsigned r = 0;
+  for (int l = 0; l < 32; l++) r |= (unsigned)x.pred[l] << l;
+  emu::warp_wait();
+  return r;
+}
+
+inline int __popc(unsigned v) { return __builtin_popcount(v); }
+
+inline unsigned __float_as_uint(float f) {
+  unsigned u;
+  memcpy(&u, &f, 4);
+  return u;
+}
+
+/* Fibers switch only at barriers and collectives, so a plain read-modify-write is atomic here. */
+template <typename T>
+inline T atomicAdd(T *p, T v) {
+  const T old = *p;
+  *p = old + v;
+  return old;
 }
 
 inline int64_t __shfl_up_sync(unsigned, int64_t v, int delta) {
