@@ -1,12 +1,15 @@
-/* The token-choice routing CUDA kernels (kernels/routing_kernels.cuh, the very code routing.cu
- * compiles for the GPU) run on the CPU under the warp emulator (warp_emulator.h), launched in the
- * order and shapes routing.cu's entry points use, against the CPU twin (native/src/cpu_routing.cpp)
- * with the comparisons of the GPU test (kernels/tests/test_routing.cpp): bitwise for top-k and its
- * backward, the dispatch plan, gather, combine and their backwards; within the GPU test's bounds
- * for the warp-reduced softmax and its backward. What this checks without a GPU: the warp
+/* The routing CUDA kernels (kernels/routing_kernels.cuh and expert_choice_kernels.cuh, the very
+ * code routing.cu and expert_choice.cu compile for the GPU) run on the CPU under the warp emulator
+ * (warp_emulator.h), launched in the order and shapes the .cu entry points use, against the CPU
+ * twins (native/src/cpu_routing.cpp, cpu_expert_choice.cpp) with the comparisons of the GPU tests
+ * (kernels/tests/test_routing.cpp, test_expert_choice.cpp): bitwise for top-k and its backward,
+ * the dispatch plan, gather, combine and their backwards, and Expert Choice; within the GPU
+ * test's bounds for the warp-reduced softmax and its backward. What this checks without a GPU: the warp
  * butterflies, the plan's per-expert radix select and ballot prefixes (also with more experts
  * than scan threads and several 1024-assignment chunks), the 16/4/2-byte gather units and the
- * packet / element paths of the row kernels. Grids of grid-stride kernels are kept small
+ * packet / element paths of the row kernels, Expert Choice's radix select (warp-scan digit pick),
+ * ordered two-ballot placement over several rounds, its shared-memory and global-memory paths
+ * and the uncovered count. Grids of grid-stride kernels are kept small
  * (1-3 blocks) so every block loops; the plan's place kernel has its E + 1 blocks as on the GPU.
  */
 #include <math.h>
@@ -21,6 +24,7 @@
 #include "warp_emulator.h"
 
 /* the kernels under test */
+#include "../../kernels/expert_choice_kernels.cuh"
 #include "../../kernels/routing_kernels.cuh"
 
 using namespace moe4j;
@@ -278,6 +282,71 @@ void rows_case(int32_t dtype, int64_t tokens, int64_t E, int k, int64_t capacity
   EXPECT_SAME(same_bytes(g_dw, dweights), "route_combine_backward d_weights", dtype, tokens, H);
 }
 
+/* moe4j_cuda_route_expert_choice, fast path: memsets, select (a block per (group, expert)),
+ * finish (grid-stride; 2 blocks here); or the reference kernels. */
+void emulated_expert_choice(const float *scores, int64_t T, int64_t E, int64_t G, int64_t C, int64_t *offsets,
+                            int32_t *sorted, int32_t *slot, float *w, int64_t *uncovered, bool ref) {
+  const int64_t groups = ec_groups(T, G), per_expert = ec_rows_per_expert(groups, C), pairs = groups * E;
+  if (ref) {
+    if (pairs > 0)
+      emu::run_grid(dim3{(unsigned)((pairs + kEcRefThreads - 1) / kEcRefThreads), 1, 1}, kEcRefThreads,
+                    [&] { ec_select_ref(scores, E, G, C, groups, sorted, slot, w); });
+    emu::run_grid(dim3{1, 1, 1}, 32, [&] { ec_finish_ref(slot, T, E, per_expert, offsets, uncovered); });
+    return;
+  }
+  memset(slot, 0xff, (size_t)(T * E) * sizeof(int32_t));
+  memset(w, 0, (size_t)(T * E) * sizeof(float));
+  if (uncovered != nullptr) *uncovered = 0;
+  if (pairs > 0 && C > 0) {
+    if (G <= kEcSharedTokens)
+      emu::run_grid(dim3{(unsigned)pairs, 1, 1}, kEcThreads, [&] { ec_select_kernel<true>(scores, E, G, C, groups, sorted, slot, w); });
+    else
+      emu::run_grid(dim3{(unsigned)pairs, 1, 1}, kEcThreads, [&] { ec_select_kernel<false>(scores, E, G, C, groups, sorted, slot, w); });
+  }
+  emu::run_grid(dim3{2, 1, 1}, kEcFinishThreads,
+                [&] { ec_finish_kernel(slot, T, E, per_expert, offsets, (unsigned long long *)uncovered); });
+}
+
+enum ScoreKind { kRandom, kTied, kAllEqual, kSpecial };
+
+/* Softmax scores; kTied quantizes every third token to 1/8 steps, kAllEqual makes every score
+ * 0.25, kSpecial sprinkles NaN, -0, +0 and -inf. */
+std::vector<float> ec_scores(int64_t T, int64_t E, uint64_t seed, ScoreKind kind) {
+  std::vector<float> s(T * E);
+  const auto logits = check::randn(T * E, seed, 1.5f);
+  CHECK_STATUS(moe4j_cpu_router_scores(logits.data(), s.data(), T, E, 0), MOE4J_OK);
+  if (kind == kTied)
+    for (int64_t t = 0; t < T; t += 3)
+      for (int64_t e = 0; e < E; e++) s[t * E + e] = floorf(s[t * E + e] * 8.0f) / 8.0f;
+  if (kind == kAllEqual)
+    for (float &x : s) x = 0.25f;
+  if (kind == kSpecial) {
+    const float special[] = {NAN, -0.0f, 0.0f, -INFINITY, NAN};
+    for (int64_t i = 0; i < T * E; i += 5) s[i] = special[(i / 5) % 5];
+  }
+  return s;
+}
+
+void ec_case(int64_t T, int64_t E, int64_t G, int64_t C, ScoreKind kind) {
+  const auto s = ec_scores(T, E, 1000 + T + E * 3 + C, kind);
+  const int64_t R = E * (T / G) * C, n = T * E;
+  std::vector<int64_t> offsets(E + 1), unc(1);
+  std::vector<int32_t> sorted(R), slot(n);
+  std::vector<float> w(n);
+  CHECK_STATUS(moe4j_cpu_route_expert_choice(s.data(), T, E, G, C, offsets.data(), sorted.data(), slot.data(), w.data(), unc.data()),
+               MOE4J_OK);
+  for (bool ref : {false, true}) {
+    if (ref && G > 1000) continue; /* the reference kernel is O(G^2) per pair */
+    std::vector<int64_t> g_off(E + 1, 99), g_unc(1, 99);
+    std::vector<int32_t> g_sorted(R, 77), g_slot(n, 77);
+    std::vector<float> g_w(n, 5.0f);
+    emulated_expert_choice(s.data(), T, E, G, C, g_off.data(), g_sorted.data(), g_slot.data(), g_w.data(), g_unc.data(), ref);
+    const bool same = same_bytes(g_off, offsets) && same_bytes(g_sorted, sorted) && same_bytes(g_slot, slot) &&
+                      same_bytes(g_w, w) && g_unc[0] == unc[0];
+    EXPECT_SAME(same, ref ? "expert choice (reference)" : "expert choice", T, G, C);
+  }
+}
+
 }  // namespace
 
 TEST_CASE(router_scores_and_backward) {
@@ -308,6 +377,19 @@ TEST_CASE(gather_and_combine_bitwise) {
   for (int32_t dtype : {F32, BF16})
     for (int64_t H : {7, 64, 129})
       for (int64_t offset : {0, 1}) rows_case(dtype, 40, 16, 4, 7, H, offset); /* dropped slots, padding rows */
+}
+
+TEST_CASE(expert_choice_bitwise) {
+  for (ScoreKind kind : {kRandom, kTied, kAllEqual, kSpecial}) {
+    ec_case(64, 8, 16, 1, kind);
+    ec_case(64, 8, 16, 15, kind); /* G - 1 */
+  }
+  ec_case(64, 8, 16, 0, kTied);         /* nothing chosen: every token uncovered */
+  ec_case(64, 8, 16, 16, kSpecial);     /* every expert takes every token */
+  ec_case(64, 8, 64, 16, kTied);        /* the whole batch as one group */
+  ec_case(12, 1, 4, 2, kAllEqual);
+  ec_case(600, 3, 600, 300, kTied);     /* three placement rounds */
+  ec_case(4100, 2, 4100, 37, kRandom);  /* past 4096: keys read from global memory */
 }
 
 TEST_MAIN("routing_emulated")

@@ -14,7 +14,7 @@
  *   mma.m16n8k16 bf16: A element (r, k) sits in lane (r%8)*4 + (k%8)/2, register (r/8) + 2(k/8),
  *     half k%2; B (k, n) in lane n*4 + (k%8)/2, register k/8, half k%2; C/D (r, n) in lane
  *     (r%8)*4 + n/2, register 2(r/8) + n%2; D = C + sum_k A B in f32, k ascending;
- *   shfl.xor / .up / .idx, ballot; atomics are plain read-modify-writes (fibers switch only at
+ *   shfl.xor / .up / .idx, ballot, any; atomics are plain read-modify-writes (fibers switch only at
  *   barriers and collectives); the fibers run in order or in shuffled order (g_shuffled_schedule);
  *   cp.async as a 16-byte copy (zero fill when invalid) that lands either at
  *     issue or, in the late mode (g_late_cp_async), only at the cp.async.wait_group covering its
@@ -270,7 +270,10 @@ inline unsigned __ballot_sync(unsigned, bool pred) {
   return r;
 }
 
+inline bool __any_sync(unsigned mask, bool pred) { return __ballot_sync(mask, pred) != 0; }
+
 inline int __popc(unsigned v) { return __builtin_popcount(v); }
+inline int __ffs(unsigned v) { return __builtin_ffs((int)v); }
 
 inline unsigned __float_as_uint(float f) {
   unsigned u;
