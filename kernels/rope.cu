@@ -22,56 +22,10 @@
  * kernel, so moe4j_cuda_use_reference_kernels does not affect it.
  */
 #include "cuda_check.cuh"
-#include "numerics.h"
 #include "rope_args.h"
-#include "rope_math.h"
+#include "rope_kernels.cuh"
 
 namespace moe4j {
-
-constexpr int kRopeThreads = 256;
-constexpr int64_t kRopeMaxGrid = 1 << 20;
-
-/* sign = +1 forward, -1 backward. pairs = heads * half (per token). */
-template <typename T>
-__global__ void __launch_bounds__(kRopeThreads)
-rope_kernel(const T *in, T *out, const int32_t *positions, int64_t tokens, int64_t heads,
-            int half, const __grid_constant__ RopeFreqs freqs, float sign) {
-  __shared__ float cs[kRopeMaxHalf], sn[kRopeMaxHalf];
-  const int64_t pairs = heads * half, row = pairs * 2;
-  for (int64_t t = blockIdx.x; t < tokens; t += gridDim.x) {
-    const int32_t pos = positions[t];
-    __syncthreads(); /* the previous token's table may still be read */
-    for (int i = threadIdx.x; i < half; i += blockDim.x) {
-      float c, s;
-      rope_sin_cos(rope_angle(pos, freqs.inv[i]), &c, &s);
-      cs[i] = c;
-      sn[i] = s * sign;
-    }
-    __syncthreads();
-    const T *x = in + t * row;
-    T *o = out + t * row;
-    if (pairs <= 0x7fffffff) { /* the common case: 32-bit index math */
-      const uint32_t p32 = (uint32_t)pairs, h32 = (uint32_t)half;
-      for (uint32_t j = threadIdx.x; j < p32; j += blockDim.x) {
-        const uint32_t head = j / h32, i = j - head * h32;
-        const int64_t e = (int64_t)head * 2 * half + i;
-        float o0, o1;
-        rope_rotate(to_f32(x[e]), to_f32(x[e + half]), cs[i], sn[i], &o0, &o1);
-        o[e] = from_f32<T>(o0);
-        o[e + half] = from_f32<T>(o1);
-      }
-    } else {
-      for (int64_t j = threadIdx.x; j < pairs; j += blockDim.x) {
-        const int64_t head = j / half, i = j - head * half;
-        const int64_t e = head * 2 * half + i;
-        float o0, o1;
-        rope_rotate(to_f32(x[e]), to_f32(x[e + half]), cs[i], sn[i], &o0, &o1);
-        o[e] = from_f32<T>(o0);
-        o[e + half] = from_f32<T>(o1);
-      }
-    }
-  }
-}
 
 int32_t rope_launch(const char *fn, int32_t dtype, const void *in, void *out,
                     const int32_t *positions, int64_t tokens, int64_t heads, int64_t head_dim,

@@ -48,6 +48,7 @@
 #define __host__
 #define __forceinline__ inline
 #define __launch_bounds__(...)
+#define __grid_constant__
 #define __shared__
 #define __align__(n) __attribute__((aligned(n)))
 /* a kernel's block-scope static shared array: one per block, and the blocks run one after another
@@ -58,7 +59,7 @@
 struct dim3 {
   unsigned int x = 1, y = 1, z = 1;
 };
-struct uint4 {
+struct alignas(16) uint4 {
   uint32_t x, y, z, w;
 };
 inline uint4 make_uint4(uint32_t x, uint32_t y, uint32_t z, uint32_t w) { return uint4{x, y, z, w}; }
@@ -69,6 +70,10 @@ struct float2 {
   float x, y;
 };
 inline float2 make_float2(float x, float y) { return float2{x, y}; }
+struct alignas(16) float4 {
+  float x, y, z, w;
+};
+inline float4 make_float4(float x, float y, float z, float w) { return float4{x, y, z, w}; }
 inline int64_t min(int64_t a, int64_t b) { return a < b ? a : b; }
 
 dim3 blockIdx, gridDim, blockDim;
@@ -86,8 +91,8 @@ struct Barrier {
 struct WarpExchange {
   uint32_t addr[32];
   uint32_t a[32][4], b[32][2];
-  float c[32][4], f[32];
-  int64_t i64[32];
+  float c[32][4];
+  uint64_t bits[32];
   bool pred[32];
 };
 
@@ -102,7 +107,8 @@ struct Fiber {
   std::vector<PendingCopy> pending;
   long committed = 0; /* groups committed so far */
   ucontext_t ctx;
-  dim3 tid;
+  dim3 tid;   /* threadIdx */
+  int linear; /* x + blockDim.x * (y + blockDim.y * z): lane and warp */
   bool done;
   const Barrier *wait_on; /* blocked until wait_on->gen != wait_gen */
   unsigned wait_gen;
@@ -134,7 +140,7 @@ std::mt19937 g_schedule_rng(20261208);
 extern unsigned char *const g_smem; /* the kernels' `extern __shared__ smem[]`, below */
 
 inline Fiber &me() { return g_block->fibers[g_block->cur]; }
-inline int tid() { return (int)me().tid.x; }
+inline int tid() { return me().linear; }
 
 inline void yield() { swapcontext(&me().ctx, &g_block->sched); }
 
@@ -158,8 +164,8 @@ void fiber_entry() {
   me().done = true;
 }
 
-/* Runs `body` as the `threads` threads (a multiple of 32, at most kMaxThreads) of the block
- * blockIdx. */
+/* Runs `body` as the `threads` threads (blockDim's product: a multiple of 32, at most
+ * kMaxThreads) of the block blockIdx. */
 void run_block(const std::function<void()> &body, int threads) {
   if (threads <= 0 || threads % 32 != 0 || threads > kMaxThreads) {
     fprintf(stderr, "emulator: %d threads per block, expected a multiple of 32 up to %d\n", threads,
@@ -176,7 +182,9 @@ void run_block(const std::function<void()> &body, int threads) {
   memset(g_smem, 0xff, kSmemBytes);
   for (int t = 0; t < threads; t++) {
     Fiber &f = b->fibers[t];
-    f.tid.x = (unsigned)t;
+    f.linear = t;
+    f.tid = dim3{(unsigned)t % blockDim.x, (unsigned)t / blockDim.x % blockDim.y,
+                 (unsigned)t / (blockDim.x * blockDim.y)};
     f.done = false;
     f.wait_on = nullptr;
     f.pending.clear();
@@ -224,11 +232,12 @@ void run_block(const std::function<void()> &body, int threads) {
   g_block = nullptr;
 }
 
-/* A launch <<<grid, threads>>>: the blocks run one after another. */
+/* A launch <<<grid, block>>>: the blocks run one after another. */
 template <typename F>
-void run_grid(dim3 grid, int threads, F kernel) {
+void run_grid(dim3 grid, dim3 block, F kernel) {
+  const int threads = (int)(block.x * block.y * block.z);
   gridDim = grid;
-  blockDim = dim3{(unsigned)threads, 1, 1};
+  blockDim = block;
   for (unsigned z = 0; z < grid.z; z++)
     for (unsigned y = 0; y < grid.y; y++)
       for (unsigned x = 0; x < grid.x; x++) {
@@ -237,30 +246,45 @@ void run_grid(dim3 grid, int threads, F kernel) {
       }
 }
 
+template <typename F>
+void run_grid(dim3 grid, int threads, F kernel) {
+  run_grid(grid, dim3{(unsigned)threads, 1, 1}, kernel);
+}
+
 }  // namespace emu
 
 #define threadIdx (emu::me().tid)
 
 inline void __syncthreads() { emu::wait(emu::g_block->block_bar, emu::g_block->threads); }
 
-inline float __shfl_xor_sync(unsigned, float v, int mask) {
-  emu::WarpExchange &x = emu::g_block->wx[emu::tid() / 32];
-  const int lane = emu::tid() & 31;
-  x.f[lane] = v;
-  emu::warp_wait();
-  const float r = x.f[lane ^ mask];
-  emu::warp_wait();
+namespace emu {
+/* The value of lane src(lane) of this thread's warp, for every lane: a shuffle of any 4- or
+ * 8-byte type. */
+template <typename T, typename F>
+inline T warp_shuffle(T v, F src) {
+  static_assert(sizeof(T) <= sizeof(uint64_t), "4- or 8-byte shuffles");
+  WarpExchange &x = g_block->wx[tid() / 32];
+  const int lane = tid() & 31;
+  memcpy(&x.bits[lane], &v, sizeof(T));
+  warp_wait();
+  T r;
+  memcpy(&r, &x.bits[src(lane) & 31], sizeof(T));
+  warp_wait();
   return r;
 }
+}  // namespace emu
 
-inline float __shfl_sync(unsigned, float v, int src_lane) {
-  emu::WarpExchange &x = emu::g_block->wx[emu::tid() / 32];
-  const int lane = emu::tid() & 31;
-  x.f[lane] = v;
-  emu::warp_wait();
-  const float r = x.f[src_lane & 31];
-  emu::warp_wait();
-  return r;
+template <typename T>
+inline T __shfl_xor_sync(unsigned, T v, int mask) {
+  return emu::warp_shuffle(v, [&](int lane) { return lane ^ mask; });
+}
+template <typename T>
+inline T __shfl_sync(unsigned, T v, int src_lane) {
+  return emu::warp_shuffle(v, [&](int) { return src_lane; });
+}
+template <typename T>
+inline T __shfl_up_sync(unsigned, T v, int delta) {
+  return emu::warp_shuffle(v, [&](int lane) { return lane >= delta ? lane - delta : lane; });
 }
 
 inline unsigned __ballot_sync(unsigned, bool pred) {
@@ -276,7 +300,21 @@ inline unsigned __ballot_sync(unsigned, bool pred) {
 inline bool __any_sync(unsigned mask, bool pred) { return __ballot_sync(mask, pred) != 0; }
 
 inline int __popc(unsigned v) { return __builtin_popcount(v); }
+template <typename T>
+inline void __stwb(T *p, T v) { *p = v; }
 inline int __ffs(unsigned v) { return __builtin_ffs((int)v); }
+
+inline float __int_as_float(int i) {
+  float f;
+  memcpy(&f, &i, 4);
+  return f;
+}
+
+inline float __uint_as_float(unsigned u) {
+  float f;
+  memcpy(&f, &u, 4);
+  return f;
+}
 
 inline unsigned __float_as_uint(float f) {
   unsigned u;
@@ -292,15 +330,6 @@ inline T atomicAdd(T *p, T v) {
   return old;
 }
 
-inline int64_t __shfl_up_sync(unsigned, int64_t v, int delta) {
-  emu::WarpExchange &x = emu::g_block->wx[emu::tid() / 32];
-  const int lane = emu::tid() & 31;
-  x.i64[lane] = v;
-  emu::warp_wait();
-  const int64_t r = lane >= delta ? x.i64[lane - delta] : v;
-  emu::warp_wait();
-  return r;
-}
 
 namespace moe4j {
 namespace {
