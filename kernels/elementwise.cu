@@ -7,34 +7,10 @@
  * checks the launch.
  */
 #include "cuda_check.cuh"
-#include "numerics.h"
+#include "elementwise_kernels.cuh"
 #include "op_args.h"
 
 namespace moe4j {
-
-constexpr int kElementwiseThreads = 256;
-
-template <typename T>
-__global__ void add_kernel(const T *__restrict__ a, const T *__restrict__ b, T *__restrict__ out,
-                           int64_t n) {
-  for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < n;
-       i += (int64_t)gridDim.x * blockDim.x)
-    out[i] = from_f32<T>(to_f32(a[i]) + to_f32(b[i]));
-}
-
-template <typename T>
-__global__ void scale_kernel(const T *x, T *out, int64_t n, float alpha) {
-  for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < n;
-       i += (int64_t)gridDim.x * blockDim.x)
-    out[i] = from_f32<T>(alpha * to_f32(x[i]));
-}
-
-template <typename S, typename D>
-__global__ void cast_kernel(const S *__restrict__ src, D *__restrict__ dst, int64_t n) {
-  for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < n;
-       i += (int64_t)gridDim.x * blockDim.x)
-    dst[i] = from_f32<D>(to_f32(src[i]));
-}
 
 template <typename S>
 static void launch_cast_from(const S *src, int32_t dst_dtype, void *dst, int64_t n,

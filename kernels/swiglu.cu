@@ -13,43 +13,10 @@
  * and host expf differ), so bf16 outputs can differ from it by one bf16 ulp.
  */
 #include "cuda_check.cuh"
-#include "numerics.h"
 #include "op_args.h"
-#include "swiglu_math.h"
+#include "swiglu_kernels.cuh"
 
 namespace moe4j {
-
-constexpr int kSwigluThreads = 256;
-constexpr int64_t kMaxGridY = 65535;
-
-template <typename T>
-__global__ void __launch_bounds__(kSwigluThreads)
-swiglu_forward_kernel(const T *gate, const T *up, T *out, int64_t rows, int64_t cols,
-                      int64_t in_stride) {
-  for (int64_t r = blockIdx.y; r < rows; r += gridDim.y) {
-    const T *g = gate + r * in_stride, *u = up + r * in_stride;
-    T *o = out + r * cols;
-    for (int64_t c = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; c < cols;
-         c += (int64_t)gridDim.x * blockDim.x)
-      o[c] = from_f32<T>(swiglu_out(to_f32(g[c]), to_f32(u[c])));
-  }
-}
-
-template <typename T>
-__global__ void __launch_bounds__(kSwigluThreads)
-swiglu_backward_kernel(const T *gate, const T *up, const T *dout, T *dgate, T *dup, int64_t rows,
-                       int64_t cols, int64_t in_stride) {
-  for (int64_t r = blockIdx.y; r < rows; r += gridDim.y) {
-    const int64_t in = r * in_stride;
-    const T *d = dout + r * cols;
-    for (int64_t c = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; c < cols;
-         c += (int64_t)gridDim.x * blockDim.x) {
-      float g = to_f32(gate[in + c]), u = to_f32(up[in + c]), dv = to_f32(d[c]);
-      dgate[in + c] = from_f32<T>(swiglu_dgate(g, u, dv));
-      dup[in + c] = from_f32<T>(swiglu_dup(g, dv));
-    }
-  }
-}
 
 inline dim3 swiglu_grid(int64_t rows, int64_t cols) {
   return dim3(blocks_for(cols, kSwigluThreads), (unsigned int)(rows < kMaxGridY ? rows : kMaxGridY));
