@@ -1,29 +1,32 @@
 /*
- * A small CUDA warp emulator for the CPU tests that run kernel code written for the GPU
- * (test_flash_attention_emulated.cpp, test_grouped_gemm_emulated.cpp): the kernels' fragment
- * plumbing (ldmatrix / mma.sync layouts, swizzled shared-memory tiles), cp.async pipelines and
- * block-level schedules are checked on a machine without a GPU.
+ * A small CUDA emulator for the CPU tests that run the kernels' device code (native/tests/
+ * test_*_emulated.cpp, one per kernels/<op>_kernels.cuh): fragment plumbing (ldmatrix / mma.sync
+ * layouts, swizzled shared-memory tiles), cp.async pipelines, warp and block reductions, scans,
+ * ballots and block-level schedules are checked on a machine without a GPU.
  *
- * Each CUDA thread of a block is a ucontext fiber (up to 1024 per block; blocks run one after
- * another on one OS thread). __syncthreads and the warp-collective operations are barriers: a
- * fiber publishes its operands, waits for its warp (or block), computes its own result from
- * everyone's operands, and waits again before the exchange slots are reused. The collectives follow
- * the PTX ISA definitions, written here independently of the kernels:
+ * Each CUDA thread of a block is a ucontext fiber (1-, 2- or 3-D blocks of up to 1024 threads;
+ * blocks run one after another on one OS thread). __syncthreads and the warp-collective operations
+ * are barriers: a fiber publishes its operands, waits for its warp (or block), computes its own
+ * result from everyone's operands, and waits again before the exchange slots are reused. The
+ * collectives follow the PTX ISA definitions, written here independently of the kernels:
  *   ldmatrix.x4: lanes 8j..8j+7 give the row addresses of matrix j; lane l receives row l/4,
  *     elements 2(l%4), 2(l%4)+1 of each matrix (.trans: column l/4, rows 2(l%4), 2(l%4)+1);
  *   mma.m16n8k16 bf16: A element (r, k) sits in lane (r%8)*4 + (k%8)/2, register (r/8) + 2(k/8),
  *     half k%2; B (k, n) in lane n*4 + (k%8)/2, register k/8, half k%2; C/D (r, n) in lane
  *     (r%8)*4 + n/2, register 2(r/8) + n%2; D = C + sum_k A B in f32, k ascending;
- *   shfl.xor / .up / .idx, ballot, any; atomics are plain read-modify-writes (fibers switch only at
- *   barriers and collectives); the fibers run in order or in shuffled order (g_shuffled_schedule);
- *   cp.async as a 16-byte copy (zero fill when invalid) that lands either at
- *     issue or, in the late mode (g_late_cp_async), only at the cp.async.wait_group covering its
- *     commit group; the dynamic shared memory is poisoned (0xff bytes: bf16 NaN) before every
- *     block, so reading a tile before it landed shows up as NaN.
+ *   shfl.xor / .up / .idx of 4- and 8-byte values, ballot, any; atomics are plain
+ *     read-modify-writes (fibers switch only at barriers and collectives);
+ *   cp.async as a 16-byte copy (zero fill when invalid) that lands either at issue or, in the late
+ *     mode (g_late_cp_async), only at the cp.async.wait_group covering its commit group; the
+ *     dynamic shared memory is poisoned (0xff bytes: bf16 NaN) before every block, so reading a
+ *     tile before it landed shows up as NaN.
+ * The fibers run in order or (default) in a shuffled order with random per-warp speeds
+ * (g_shuffled_schedule, below), so a missing barrier shows up as a wrong result.
  * Kernels name their dynamic shared memory `extern __shared__ unsigned char smem[]` at block scope
  * inside namespace moe4j's anonymous namespace (it resolves to the array below), and block-scope
  * static shared arrays MOE4J_STATIC_SHARED (a function-local static here).
- * Not emulated: timing, bank conflicts, and landing times between the two extremes.
+ * Not emulated: timing, occupancy, bank conflicts, memory ordering between blocks, cp.async
+ * landing times between the two extremes, and device math (expf, ex2.approx: glibc here).
  * Include once, before the kernels under test, in a test's translation unit.
  */
 #pragma once
