@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # GPU check for a machine with an NVIDIA GPU, CUDA toolkit and CMake (no JDK needed):
 #   1. builds both native libraries with CMake (Release, -Xptxas -v kept in the log),
-#   2. runs every C++ test (CPU twins and the gpu-labeled CUDA-vs-CPU tests),
+#   2. runs every C++ test (the cpu-labeled ones in parallel, then the gpu-labeled CUDA-vs-CPU
+#      tests one at a time),
 #   3. runs each GPU test under compute-sanitizer (memcheck, racecheck),
 #   4. runs the GPU benchmarks (kernels/bench: grouped GEMM vs cuBLAS, flash attention), unless
 #      SKIP_BENCH=1,
@@ -21,7 +22,10 @@ cmake --build "$build" -j "$jobs" >"$logs/build.log" 2>&1 || { tail -n 60 "$logs
 echo "ptxas: kernel variants with spill stores: $(grep -c '[1-9][0-9]* bytes spill stores' "$logs/build.log")"
 
 status=0
-ctest --test-dir "$build" --output-on-failure -R "$filter" 2>&1 | tee "$logs/ctest.log" || status=1
+# CPU tests (twins, argument checks, the CUDA device code under the warp emulator) in parallel,
+# then the GPU tests one at a time (one device).
+ctest --test-dir "$build" --output-on-failure -R "$filter" -L cpu -j "$jobs" 2>&1 | tee "$logs/ctest.log" || status=1
+ctest --test-dir "$build" --output-on-failure -R "$filter" -L gpu 2>&1 | tee -a "$logs/ctest.log" || status=1
 if grep -q "(Skipped)" "$logs/ctest.log" && grep -q "gpu_" "$logs/ctest.log"; then
   echo "WARNING: GPU tests were skipped: no usable GPU?"; status=1
 fi
@@ -46,7 +50,7 @@ if [ "${SKIP_BENCH:-0}" != 1 ]; then
   for b in "$build"/bin/bench_*; do
     [ -x "$b" ] || continue
     name="$(basename "$b")"
-    [[ "$name" == bench_gemm_cpu ]] && continue
+    [[ "$name" == bench_gemm_cpu || "$name" == bench_gemv_cpu ]] && continue  # CPU benchmarks
     echo "== $name"
     "$b" 2>&1 | tee "$logs/$name.txt" || { echo "$name failed"; status=1; }
   done

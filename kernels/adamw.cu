@@ -19,6 +19,8 @@
  * (native/src/cpu_adamw.cpp). sqrtf and '/' are IEEE correctly rounded (no fast-math), but nvcc
  * contracts a*b + c into FMAs and the CPU library is built without contraction, so CPU and GPU
  * agree to a few ulp, not bitwise; the fast and reference kernels here are bitwise equal.
+ * Device code: kernels/adamw_kernels.cuh (also run on the CPU under the warp emulator by
+ * native/tests/test_adamw_emulated.cpp); this file holds the launchers and the C ABI.
  */
 #include <math.h>
 

@@ -1,7 +1,7 @@
 /*
- * The device code of the fused AdamW step (vectorized and reference kernels) (see kernels/adamw.cu for what, layouts and why), in a header so a
- * CPU test can run the very same kernels under a warp emulator
- * (native/tests/test_<op>_emulated.cpp). The includer provides the CUDA builtins:
+ * The device code of the fused AdamW step (vectorized and reference kernels) (see kernels/adamw.cu
+ * for what, layouts and why), in a header so a CPU test can run the very same kernels under a warp
+ * emulator (native/tests/test_adamw_emulated.cpp). The includer provides the CUDA builtins:
  * adamw.cu includes cuda_check.cuh, the emulation test native/tests/warp_emulator.h.
  * Include once per translation unit (internal linkage).
  */

@@ -54,6 +54,8 @@
  * rescales per 64-key tile, the kernel per key) so results agree to f32 rounding, not bitwise.
  *
  * Limits: tokens * Hq < 2^31 threads (tokens = B * S or T; checked in the launchers).
+ * Device code: kernels/attention_kernels.cuh (also run on the CPU under the warp emulator by
+ * native/tests/test_attention_emulated.cpp); this file holds the launchers and the C ABI.
  */
 #include <math.h>
 #include <stdint.h>

@@ -1,8 +1,9 @@
 /*
- * The device code of the reference attention kernels (forward, dq, dk/dv; a thread per row) (see kernels/attention.cu for what, layouts and why), in a header so a
- * CPU test can run the very same kernels under a warp emulator
- * (native/tests/test_<op>_emulated.cpp). The includer provides the CUDA builtins:
- * attention.cu includes cuda_check.cuh, the emulation test native/tests/warp_emulator.h.
+ * The device code of the reference attention kernels (forward, dq, dk/dv; a thread per row) (see
+ * kernels/attention.cu for what, layouts and why), in a header so a CPU test can run the very same
+ * kernels under a warp emulator (native/tests/test_attention_emulated.cpp). The includer provides
+ * the CUDA builtins: attention.cu includes cuda_check.cuh, the emulation test
+ * native/tests/warp_emulator.h.
  * Include once per translation unit (internal linkage).
  */
 #pragma once

@@ -24,6 +24,8 @@
  *
  * Reference kernels (moe4j_cuda_use_reference_kernels): a thread per row, two plain passes
  * (max, then sum of exp) and a plain loop for the gradient.
+ * Device code: kernels/cross_entropy_kernels.cuh (also run on the CPU under the warp emulator by
+ * native/tests/test_cross_entropy_emulated.cpp); this file holds the launchers and the C ABI.
  */
 #include "cross_entropy_kernels.cuh"
 #include "cuda_check.cuh"

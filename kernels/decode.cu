@@ -49,6 +49,8 @@
  * key row in flight and NJ = 8 needs ~190 registers (2 blocks, 8 warps an SM), which probably limits
  * the bytes in flight below what 80% of HBM needs; the next steps are two or more keys a warp per
  * iteration and q in shared memory instead of registers.
+ * Device code: kernels/decode_kernels.cuh (also run on the CPU under the warp emulator by
+ * native/tests/test_decode_emulated.cpp); this file holds the launchers and the C ABI.
  */
 #include "cuda_check.cuh"
 #include "decode_args.h"

@@ -5,6 +5,8 @@
  * the shared numerics.h functions, so results are bit-identical to the CPU twin
  * (native/src/cpu_elementwise.cpp). Each launcher validates, launches on the caller's stream and
  * checks the launch.
+ * Device code: kernels/elementwise_kernels.cuh (also run on the CPU under the warp emulator by
+ * native/tests/test_elementwise_emulated.cpp); this file holds the launchers and the C ABI.
  */
 #include "cuda_check.cuh"
 #include "elementwise_kernels.cuh"

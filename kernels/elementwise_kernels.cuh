@@ -1,7 +1,7 @@
 /*
- * The device code of the element-wise ops (add, scale, casts) (see kernels/elementwise.cu for what, layouts and why), in a header so a
- * CPU test can run the very same kernels under a warp emulator
- * (native/tests/test_<op>_emulated.cpp). The includer provides the CUDA builtins:
+ * The device code of the element-wise ops (add, scale, casts) (see kernels/elementwise.cu for
+ * what, layouts and why), in a header so a CPU test can run the very same kernels under a warp
+ * emulator (native/tests/test_elementwise_emulated.cpp). The includer provides the CUDA builtins:
  * elementwise.cu includes cuda_check.cuh, the emulation test native/tests/warp_emulator.h.
  * Include once per translation unit (internal linkage).
  */

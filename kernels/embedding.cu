@@ -19,6 +19,8 @@
  * reference kernel (a thread per column looping over all ids) and to the CPU twin
  * (native/src/cpu_embedding.cpp). Out-of-range ids fall in no partition and are skipped.
  * dtable is zeroed first with cudaMemsetAsync unless accumulate != 0.
+ * Device code: kernels/embedding_kernels.cuh (also run on the CPU under the warp emulator by
+ * native/tests/test_embedding_emulated.cpp); this file holds the launchers and the C ABI.
  */
 #include "cuda_check.cuh"
 #include "embedding_kernels.cuh"

@@ -1,7 +1,7 @@
 /*
- * The device code of the embedding lookup and its backward (see kernels/embedding.cu for what, layouts and why), in a header so a
- * CPU test can run the very same kernels under a warp emulator
- * (native/tests/test_<op>_emulated.cpp). The includer provides the CUDA builtins:
+ * The device code of the embedding lookup and its backward (see kernels/embedding.cu for what,
+ * layouts and why), in a header so a CPU test can run the very same kernels under a warp emulator
+ * (native/tests/test_embedding_emulated.cpp). The includer provides the CUDA builtins:
  * embedding.cu includes cuda_check.cuh, the emulation test native/tests/warp_emulator.h.
  * Include once per translation unit (internal linkage).
  */

@@ -48,6 +48,8 @@
  * Limits: experts <= 65536, tokens * experts <= INT32_MAX (validated); the grid has groups * E
  * <= INT32_MAX blocks. Shared memory per select block: 17,480 bytes (cached) or 1,096 bytes;
  * registers (ptxas, sm_90a): 48 cached / 40 global, no spills.
+ * Device code: kernels/expert_choice_kernels.cuh (also run on the CPU under the warp emulator by
+ * native/tests/test_routing_emulated.cpp); this file holds the launchers and the C ABI.
  */
 #include "cuda_check.cuh"
 #include "expert_choice_kernels.cuh"

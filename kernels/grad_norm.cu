@@ -23,6 +23,8 @@
  * floats (IEEE double sqrt and division on both sides). count is the number of parameter tensors
  * (hundreds), so one thread costs microseconds. A NaN norm gives a NaN coefficient (not 1); an
  * infinite norm gives 0, as torch.nn.utils.clip_grad_norm_ does.
+ * Device code: kernels/grad_norm_kernels.cuh (also run on the CPU under the warp emulator by
+ * native/tests/test_grad_norm_emulated.cpp); this file holds the launchers and the C ABI.
  */
 #include "cuda_check.cuh"
 #include "grad_norm_kernels.cuh"

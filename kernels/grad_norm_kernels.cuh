@@ -1,8 +1,9 @@
 /*
- * The device code of the gradient norm (sum of squares, clip coefficient) (see kernels/grad_norm.cu for what, layouts and why), in a header so a
- * CPU test can run the very same kernels under a warp emulator
- * (native/tests/test_<op>_emulated.cpp). The includer provides the CUDA builtins:
- * grad_norm.cu includes cuda_check.cuh, the emulation test native/tests/warp_emulator.h.
+ * The device code of the gradient norm (sum of squares, clip coefficient) (see
+ * kernels/grad_norm.cu for what, layouts and why), in a header so a CPU test can run the very same
+ * kernels under a warp emulator (native/tests/test_grad_norm_emulated.cpp). The includer provides
+ * the CUDA builtins: grad_norm.cu includes cuda_check.cuh, the emulation test
+ * native/tests/warp_emulator.h.
  * Include once per translation unit (internal linkage).
  */
 #pragma once

@@ -61,6 +61,8 @@
  * [clamp(offsets[e], 0, T), clamp(offsets[e+1], that, T)), so nothing outside x, dy, y, dx or dw
  * is read or written; rows no group covers are left untouched, overlapping groups give undefined
  * values in their rows (written twice), and huge offsets only cost time.
+ * Device code: kernels/grouped_gemm_kernels.cuh (also run on the CPU under the warp emulator by
+ * native/tests/test_grouped_gemm_emulated.cpp); this file holds the launchers and the C ABI.
  */
 #include "cuda_check.cuh"
 #include "mma_ptx.cuh"

@@ -17,6 +17,8 @@
  * order. That is the CPU twin's schedule, so dweight is bitwise equal to it.
  * Reference kernels (*_ref, see moe4j_cuda_use_reference_kernels): one thread per row (per column
  * for dweight) running the CPU twin's row code from rmsnorm_math.h: bitwise equal to the CPU.
+ * Device code: kernels/rmsnorm_kernels.cuh (also run on the CPU under the warp emulator by
+ * native/tests/test_rmsnorm_emulated.cpp); this file holds the launchers and the C ABI.
  */
 #include "cuda_check.cuh"
 #include "op_args.h"

@@ -1,7 +1,7 @@
 /*
- * The device code of RMSNorm (forward, dx, dweight, reference kernels) (see kernels/rmsnorm.cu for what, layouts and why), in a header so a
- * CPU test can run the very same kernels under a warp emulator
- * (native/tests/test_<op>_emulated.cpp). The includer provides the CUDA builtins:
+ * The device code of RMSNorm (forward, dx, dweight, reference kernels) (see kernels/rmsnorm.cu for
+ * what, layouts and why), in a header so a CPU test can run the very same kernels under a warp
+ * emulator (native/tests/test_rmsnorm_emulated.cpp). The includer provides the CUDA builtins:
  * rmsnorm.cu includes cuda_check.cuh, the emulation test native/tests/warp_emulator.h.
  * Include once per translation unit (internal linkage).
  */

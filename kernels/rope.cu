@@ -20,6 +20,8 @@
  * by a couple of ulps; the rotation is rounded identically (no FMA), so f32 outputs agree to a few
  * ulps of |x0| + |x1| and bf16 outputs to one bf16 ulp. No *_ref kernel: the op is one simple
  * kernel, so moe4j_cuda_use_reference_kernels does not affect it.
+ * Device code: kernels/rope_kernels.cuh (also run on the CPU under the warp emulator by
+ * native/tests/test_rope_emulated.cpp); this file holds the launchers and the C ABI.
  */
 #include "cuda_check.cuh"
 #include "rope_args.h"

@@ -1,8 +1,8 @@
 /*
- * The device code of RoPE (rotate-half, shared inv_freq table) (see kernels/rope.cu for what, layouts and why), in a header so a
- * CPU test can run the very same kernels under a warp emulator
- * (native/tests/test_<op>_emulated.cpp). The includer provides the CUDA builtins:
- * rope.cu includes cuda_check.cuh, the emulation test native/tests/warp_emulator.h.
+ * The device code of RoPE (rotate-half, shared inv_freq table) (see kernels/rope.cu for what,
+ * layouts and why), in a header so a CPU test can run the very same kernels under a warp emulator
+ * (native/tests/test_rope_emulated.cpp). The includer provides the CUDA builtins: rope.cu includes
+ * cuda_check.cuh, the emulation test native/tests/warp_emulator.h.
  * Include once per translation unit (internal linkage).
  */
 #pragma once

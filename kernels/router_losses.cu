@@ -34,6 +34,8 @@
  *
  * Out-of-range expert ids cannot be reported from the device: they are not counted. The CPU twin
  * and the Java layer validate them.
+ * Device code: kernels/router_losses_kernels.cuh (also run on the CPU under the warp emulator by
+ * native/tests/test_router_losses_emulated.cpp); this file holds the launchers and the C ABI.
  */
 #include "cuda_check.cuh"
 #include "router_loss_args.h"

@@ -1,8 +1,9 @@
 /*
- * The device code of the router losses (balance loss, z-loss, bias update) (see kernels/router_losses.cu for what, layouts and why), in a header so a
- * CPU test can run the very same kernels under a warp emulator
- * (native/tests/test_<op>_emulated.cpp). The includer provides the CUDA builtins:
- * router_losses.cu includes cuda_check.cuh, the emulation test native/tests/warp_emulator.h.
+ * The device code of the router losses (balance loss, z-loss, bias update) (see
+ * kernels/router_losses.cu for what, layouts and why), in a header so a CPU test can run the very
+ * same kernels under a warp emulator (native/tests/test_router_losses_emulated.cpp). The includer
+ * provides the CUDA builtins: router_losses.cu includes cuda_check.cuh, the emulation test
+ * native/tests/warp_emulator.h.
  * Include once per translation unit (internal linkage).
  */
 #pragma once

@@ -64,6 +64,8 @@
  * Java layer validate them. Two exceptions trust their input: topk backward indexes the row by
  * expert_ids (pass the forward's), and combine backward needs distinct kept slots (a plan's
  * slot_of), else two blocks write the same d_rows row.
+ * Device code: kernels/routing_kernels.cuh (also run on the CPU under the warp emulator by
+ * native/tests/test_routing_emulated.cpp); this file holds the launchers and the C ABI.
  */
 #include "cuda_check.cuh"
 #include "routing_args.h"

@@ -11,6 +11,8 @@
  * the columns of a row, so no 64-bit division per element is needed to honor in_stride. Each
  * element is independent: deterministic. Values agree with the CPU twin to a few f32 ulps (device
  * and host expf differ), so bf16 outputs can differ from it by one bf16 ulp.
+ * Device code: kernels/swiglu_kernels.cuh (also run on the CPU under the warp emulator by
+ * native/tests/test_swiglu_emulated.cpp); this file holds the launchers and the C ABI.
  */
 #include "cuda_check.cuh"
 #include "op_args.h"

@@ -10,6 +10,9 @@
 #include <string.h>
 
 #include "gpu_test.h"
+#include "routing_inputs.h"
+
+using namespace routing_inputs;
 
 namespace {
 
@@ -27,28 +30,8 @@ void report_if(bool bad, int line, const char *what, const char *path, long long
 }
 #define EXPECT_SAME(cond, what) report_if(!(cond), __LINE__, what, path, T, E, G, C)
 
-enum Kind { kRandom, kTied, kAllEqual, kSpecial };
-
-/* Softmax scores; kTied quantizes every third token to 1/8 steps, kAllEqual makes every score
- * 0.25, kSpecial sprinkles NaN, -0, +0 and -inf. */
-std::vector<float> make_scores(int64_t T, int64_t E, uint64_t seed, Kind kind) {
-  std::vector<float> s(T * E);
-  const auto logits = check::randn(T * E, seed, 1.5f);
-  CHECK_STATUS(moe4j_cpu_router_scores(logits.data(), s.data(), T, E, 0), MOE4J_OK);
-  if (kind == kTied)
-    for (int64_t t = 0; t < T; t += 3)
-      for (int64_t e = 0; e < E; e++) s[t * E + e] = floorf(s[t * E + e] * 8.0f) / 8.0f;
-  if (kind == kAllEqual)
-    for (float &x : s) x = 0.25f;
-  if (kind == kSpecial) {
-    const float special[] = {NAN, -0.0f, 0.0f, -INFINITY, NAN};
-    for (int64_t i = 0; i < T * E; i += 5) s[i] = special[(i / 5) % 5];
-  }
-  return s;
-}
-
-void ec_case(int64_t T, int64_t E, int64_t G, int64_t C, Kind kind, bool with_reference = true) {
-  const auto s = make_scores(T, E, 1000 + T + E * 3 + C, kind);
+void ec_case(int64_t T, int64_t E, int64_t G, int64_t C, ScoreKind kind, bool with_reference = true) {
+  const auto s = scores(T, E, 1000 + T + E * 3 + C, kind, 1.5f);
   const int64_t R = E * (T / G) * C, n = T * E;
   std::vector<int64_t> offsets(E + 1), unc(1);
   std::vector<int32_t> sorted(R), slot(n);
@@ -86,7 +69,7 @@ TEST_CASE(small_and_edge_cases_match_cpu_bitwise) {
   ec_case(1, 1, 1, 1, kRandom);
   ec_case(6, 1, 6, 3, kTied);
   ec_case(12, 1, 4, 2, kAllEqual);
-  for (Kind kind : {kRandom, kTied, kAllEqual, kSpecial}) {
+  for (ScoreKind kind : {kRandom, kTied, kAllEqual, kSpecial}) {
     ec_case(64, 8, 16, 0, kind);   /* nothing chosen */
     ec_case(64, 8, 16, 1, kind);
     ec_case(64, 8, 16, 4, kind);

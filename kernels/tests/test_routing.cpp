@@ -18,6 +18,9 @@
 
 #include "gpu_test.h"
 #include "numerics.h"
+#include "routing_inputs.h"
+
+using namespace routing_inputs;
 
 namespace {
 
@@ -52,24 +55,6 @@ void report_if(bool bad, const char *file, int line, const char *what, const cha
 #define EXPECT_SAME(cond, what, path, a, b, c) report_if(!(cond), __FILE__, __LINE__, what, path, a, b, c)
 
 const char *path_name(int ref) { return ref ? "reference" : "fast"; }
-
-/* Router logits with a spread of magnitudes and some -inf (masked experts), never a whole row
- * (an all -inf row is NaN on both sides, but x86 and the GPU spell NaN with different bits). */
-std::vector<float> router_logits(int64_t tokens, int64_t experts, uint64_t seed) {
-  auto v = check::randn(tokens * experts, seed, 2.0f);
-  for (int64_t i = 0; i < tokens * experts; i += 37)
-    if (i % experts != 0) v[i] = -INFINITY;
-  return v;
-}
-
-/* Scores quantized to 1/8 steps in some rows, so top-k and capacity meet exact ties. */
-std::vector<float> tied_scores(int64_t tokens, int64_t experts, uint64_t seed) {
-  std::vector<float> logits = check::randn(tokens * experts, seed), s(tokens * experts);
-  CHECK_STATUS(moe4j_cpu_router_scores(logits.data(), s.data(), tokens, experts, 0), MOE4J_OK);
-  for (int64_t t = 0; t < tokens; t += 3)
-    for (int64_t e = 0; e < experts; e++) s[t * experts + e] = floorf(s[t * experts + e] * 8.0f) / 8.0f;
-  return s;
-}
 
 void scores_case(int64_t tokens, int64_t experts, int32_t score_fn) {
   const auto logits = router_logits(tokens, experts, 100 + experts);

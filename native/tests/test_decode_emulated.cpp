@@ -15,6 +15,7 @@
 #include <vector>
 
 #include "check.h"
+#include "emulated_compare.h"
 #include "moe4j.h"
 #include "numerics.h"
 #include "warp_emulator.h"
@@ -23,15 +24,9 @@
 #include "../../kernels/decode_kernels.cuh"
 
 using namespace moe4j;
+using namespace emulated_compare;
 
 namespace {
-
-template <typename S> float val(S s);
-template <> float val<float>(float s) { return s; }
-template <> float val<uint16_t>(uint16_t s) { return bf16_bits_to_f32(s); }
-template <typename S> S enc(float f);
-template <> float enc<float>(float f) { return f; }
-template <> uint16_t enc<uint16_t>(float f) { return f32_to_bf16_bits(f); }
 
 struct Shape {
   int64_t batch, new_tokens, max_seq, q_heads, kv_heads, head_dim, window;
@@ -91,20 +86,16 @@ void compare(const Shape &s, const std::vector<int32_t> &len, size_t cache_offse
   const size_t nq = s.batch * s.new_tokens * s.q_heads * D, nkv = s.batch * s.new_tokens * s.kv_heads * D,
                nc = s.batch * s.max_seq * s.kv_heads * D;
   const uint64_t seed = 7 + D * 131 + s.q_heads * 17 + s.new_tokens * 3 + s.window;
-  auto encode = [](const std::vector<float> &v) {
-    std::vector<S> out(v.size());
-    for (size_t i = 0; i < v.size(); i++) out[i] = enc<S>(v[i]);
-    return out;
-  };
-  const auto q = encode(check::randn(nq, seed)), kn = encode(check::randn(nkv, seed + 1)),
-             vn = encode(check::randn(nkv, seed + 2));
+  auto enc = [](float f) { return encode<S>({f})[0]; };
+  const auto q = encode<S>(check::randn(nq, seed)), kn = encode<S>(check::randn(nkv, seed + 1)),
+             vn = encode<S>(check::randn(nkv, seed + 2));
   /* cache: randn below L, huge values from L on (a key read past the visible range wrecks the output) */
-  auto kc0 = encode(check::randn(nc, seed + 3)), vc0 = encode(check::randn(nc, seed + 4));
+  auto kc0 = encode<S>(check::randn(nc, seed + 3)), vc0 = encode<S>(check::randn(nc, seed + 4));
   for (int64_t b = 0; b < s.batch; b++)
     for (int64_t p = len[b] < 0 ? 0 : len[b]; p < s.max_seq; p++)
       for (int64_t c = 0; c < s.kv_heads * D; c++) {
-        kc0[(b * s.max_seq + p) * s.kv_heads * D + c] = enc<S>(3e4f);
-        vc0[(b * s.max_seq + p) * s.kv_heads * D + c] = enc<S>(-3e30f);
+        kc0[(b * s.max_seq + p) * s.kv_heads * D + c] = enc(3e4f);
+        vc0[(b * s.max_seq + p) * s.kv_heads * D + c] = enc(-3e30f);
       }
   const float scale = 1.0f / sqrtf((float)D);
   double vmax = 0;
@@ -133,7 +124,7 @@ void compare(const Shape &s, const std::vector<int32_t> &len, size_t cache_offse
           memcpy(&vc[b * per_seq_cache], &vc0[b * per_seq_cache], per_seq_cache * sizeof(S));
 
   for (int split_k : {1, 3, 0 /* reference */}) {
-    std::vector<S> kcb(cache_offset + nc), vcb(cache_offset + nc), out(nq, enc<S>(7.0f));
+    std::vector<S> kcb(cache_offset + nc), vcb(cache_offset + nc), out(nq, enc(7.0f));
     memcpy(kcb.data() + cache_offset, kc0.data(), nc * sizeof(S));
     memcpy(vcb.data() + cache_offset, vc0.data(), nc * sizeof(S));
     std::vector<float> ws(nq * 3 + s.batch * s.new_tokens * s.q_heads * 3 * 2 + 1, NAN);

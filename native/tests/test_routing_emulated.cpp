@@ -19,6 +19,7 @@
 #include <vector>
 
 #include "check.h"
+#include "emulated_compare.h"
 #include "moe4j.h"
 #include "numerics.h"
 #include "warp_emulator.h"
@@ -26,17 +27,13 @@
 /* the kernels under test */
 #include "../../kernels/expert_choice_kernels.cuh"
 #include "../../kernels/routing_kernels.cuh"
+#include "../../kernels/tests/routing_inputs.h"
 
 using namespace moe4j;
+using namespace emulated_compare;
+using namespace routing_inputs;
 
 namespace {
-
-const int32_t F32 = MOE4J_DTYPE_F32, BF16 = MOE4J_DTYPE_BF16;
-
-template <typename T>
-bool same_bytes(const std::vector<T> &a, const std::vector<T> &b) {
-  return a.size() == b.size() && (a.empty() || memcmp(a.data(), b.data(), a.size() * sizeof(T)) == 0);
-}
 
 void expect_same(bool ok, int line, const char *what, long long a, long long b, long long c) {
   if (ok) return;
@@ -57,15 +54,6 @@ std::vector<uint8_t> as_dtype(const std::vector<float> &v, int32_t dtype) {
     }
   }
   return out;
-}
-
-/* Scores quantized to 1/8 steps in every third row, so top-k and capacity meet exact ties. */
-std::vector<float> tied_scores(int64_t tokens, int64_t experts, uint64_t seed) {
-  std::vector<float> logits = check::randn(tokens * experts, seed), s(tokens * experts);
-  CHECK_STATUS(moe4j_cpu_router_scores(logits.data(), s.data(), tokens, experts, 0), MOE4J_OK);
-  for (int64_t t = 0; t < tokens; t += 3)
-    for (int64_t e = 0; e < experts; e++) s[t * experts + e] = floorf(s[t * experts + e] * 8.0f) / 8.0f;
-  return s;
 }
 
 /* ---- routing.cu's launch sequences, emulated ---- */
@@ -107,9 +95,7 @@ void emulated_plan(const int32_t *ids, const float *w, int64_t tokens, int64_t E
 }
 
 void scores_case(int64_t tokens, int64_t E, int32_t fn) {
-  auto logits = check::randn(tokens * E, 100 + E, 2.0f);
-  for (int64_t i = 0; i < tokens * E; i += 37)
-    if (i % E != 0) logits[i] = -INFINITY; /* masked experts, never a whole row */
+  const auto logits = router_logits(tokens, E, 100 + E);
   const auto ds = check::randn(tokens * E, 101 + tokens);
   const int64_t n = tokens * E;
   std::vector<float> cpu(n), cpu_dx(n);
@@ -307,28 +293,8 @@ void emulated_expert_choice(const float *scores, int64_t T, int64_t E, int64_t G
                 [&] { ec_finish_kernel(slot, T, E, per_expert, offsets, (unsigned long long *)uncovered); });
 }
 
-enum ScoreKind { kRandom, kTied, kAllEqual, kSpecial };
-
-/* Softmax scores; kTied quantizes every third token to 1/8 steps, kAllEqual makes every score
- * 0.25, kSpecial sprinkles NaN, -0, +0 and -inf. */
-std::vector<float> ec_scores(int64_t T, int64_t E, uint64_t seed, ScoreKind kind) {
-  std::vector<float> s(T * E);
-  const auto logits = check::randn(T * E, seed, 1.5f);
-  CHECK_STATUS(moe4j_cpu_router_scores(logits.data(), s.data(), T, E, 0), MOE4J_OK);
-  if (kind == kTied)
-    for (int64_t t = 0; t < T; t += 3)
-      for (int64_t e = 0; e < E; e++) s[t * E + e] = floorf(s[t * E + e] * 8.0f) / 8.0f;
-  if (kind == kAllEqual)
-    for (float &x : s) x = 0.25f;
-  if (kind == kSpecial) {
-    const float special[] = {NAN, -0.0f, 0.0f, -INFINITY, NAN};
-    for (int64_t i = 0; i < T * E; i += 5) s[i] = special[(i / 5) % 5];
-  }
-  return s;
-}
-
 void ec_case(int64_t T, int64_t E, int64_t G, int64_t C, ScoreKind kind) {
-  const auto s = ec_scores(T, E, 1000 + T + E * 3 + C, kind);
+  const auto s = scores(T, E, 1000 + T + E * 3 + C, kind, 1.5f);
   const int64_t R = E * (T / G) * C, n = T * E;
   std::vector<int64_t> offsets(E + 1), unc(1);
   std::vector<int32_t> sorted(R), slot(n);
