@@ -95,6 +95,58 @@ void run_problem(const Problem &p, Path path, int32_t accumulate, unsigned grid)
   CHECK(h2 == got.h);
 }
 
+
+/* Offsets the host cannot check (negative, decreasing, past total_rows, or ending before it): each
+ * kernel clamps group e to [clamp(o[e], 0, T), clamp(o[e + 1], that, T)). `bad` with T rows must
+ * leave the rows no group covers untouched and write nothing past the outputs; with
+ * `check_values`, give exactly the outputs of the well-formed problem `clamped` (its first rows):
+ * x and dy rows past it hold NaN, so reading one into a result shows. (A decreasing offset makes
+ * the next group overlap an earlier one: those rows get undefined values, so no value check.) */
+template <typename S>
+void run_clamped(const Problem &clamped, const std::vector<int64_t> &bad, int64_t T, Path path,
+                 bool check_values) {
+  using Tin = std::conditional_t<sizeof(S) == 2, bf16_t, float>;
+  const int64_t E = clamped.groups(), n = clamped.n, k = clamped.k, Tc = clamped.rows();
+  const Inputs<S, float> in(clamped);
+  const Outputs<float> cpu = cpu_twin(clamped, in, 0);
+  auto padded = [&](const std::vector<S> &v, int64_t cols) {
+    std::vector<S> out(v);
+    out.resize(T * cols, encode<S>({NAN})[0]);
+    return out;
+  };
+  const std::vector<S> x = padded(in.x, k), dy = padded(in.dy, n);
+  std::vector<float> scale(in.scale);
+  scale.resize(T, NAN);
+  const float s = sentinel<float>();
+  Outputs<float> got{guarded(std::vector<float>(T * n, s)), guarded(std::vector<float>(T * k, s)),
+                     guarded(std::vector<float>(E * n * k, s)), guarded(std::vector<float>(T * n, s)),
+                     guarded(std::vector<float>(T * 2 * n, s))};
+  const int64_t *o = bad.data();
+  emulate<GemmKind::Forward, Tin, float>(path, GemmArgs{x.data(), in.w.data(), got.y.data(), nullptr, o, scale.data(), E, T, n, k, 0}, 2);
+  emulate<GemmKind::Dgrad, Tin, float>(path, GemmArgs{dy.data(), in.w.data(), got.dx.data(), nullptr, o, nullptr, E, T, n, k, 0}, 2);
+  emulate<GemmKind::Wgrad, Tin, float>(path, GemmArgs{dy.data(), x.data(), got.dw.data(), nullptr, o, nullptr, E, T, n, k, 0}, 2);
+  emulate<GemmKind::Swiglu, Tin, float>(path, GemmArgs{x.data(), in.w13.data(), got.h.data(), got.gu.data(), o, nullptr, E, T, n, k, 0}, 2);
+  CHECK(guard_intact(got.y, T * n) && guard_intact(got.dx, T * k) && guard_intact(got.dw, E * n * k) &&
+        guard_intact(got.h, T * n) && guard_intact(got.gu, T * 2 * n));
+  /* rows past the clamped problem: untouched */
+  auto untouched = [&](const std::vector<float> &v, int64_t cols) {
+    for (int64_t i = Tc * cols; i < T * cols; i++)
+      if (memcmp(&v[i], &s, sizeof s) != 0) return false;
+    return true;
+  };
+  CHECK(untouched(got.y, n) && untouched(got.dx, k) && untouched(got.h, n) && untouched(got.gu, 2 * n));
+  if (!check_values) return;
+  Outputs<float> head{std::vector<float>(got.y.begin(), got.y.begin() + Tc * n),
+                      std::vector<float>(got.dx.begin(), got.dx.begin() + Tc * k),
+                      std::vector<float>(got.dw.begin(), got.dw.begin() + E * n * k),
+                      std::vector<float>(got.h.begin(), got.h.begin() + Tc * n),
+                      std::vector<float>(got.gu.begin(), got.gu.begin() + Tc * 2 * n)};
+  const int bad_count = count_all_bad(clamped, in, head, cpu, false);
+  if (bad_count) {
+    fprintf(stderr, "    clamped offsets, %s, %s: %d bad\n", sizeof(S) == 2 ? "BF16" : "F32", path_name(path), bad_count);
+    CHECK(bad_count == 0);
+  }
+}
 }  // namespace
 
 /* bf16 inputs, n and k multiples of 8: the tensor-core kernel. k = 136 is 5 k tiles (the 4-stage
@@ -132,6 +184,18 @@ TEST_CASE(simt_kernel) {
   run_problem<float, uint16_t>(odd, Path::Simt, 1, 2);
   run_problem<uint16_t, uint16_t>(odd, Path::Simt, 1, 3);
   run_problem<float, float>({"E=300 zipf", zipf_sizes(300, 120, 34), false, 20, 12}, Path::Simt, 0, 2);
+}
+
+/* Bad device-side offsets on every path: a negative start, an empty group whose end lies before
+ * its start, an end past total_rows, and offsets that stop before total_rows. */
+TEST_CASE(bad_offsets_are_clamped_on_every_path) {
+  const Problem clamped{"clamped", {10, 0, 20}, false, 24, 32};
+  for (Path path : {Path::TensorCore, Path::Simt, Path::Reference}) {
+    run_clamped<uint16_t>(clamped, {-7, 10, 10, 30}, 50, path, true); /* rows 30..49 in no group */
+    run_clamped<uint16_t>(clamped, {0, 10, 10, 1000}, 30, path, true);
+    run_clamped<uint16_t>(clamped, {0, 10, 4, 30}, 50, path, false);   /* decreasing: overlap */
+  }
+  run_clamped<float>(clamped, {-7, 10, 10, 30}, 50, Path::Simt, true);
 }
 
 TEST_CASE(reference_kernels) {
