@@ -22,7 +22,7 @@
  * Two implementations. The fast one is FlashAttention-2 on bf16 tensor cores (mma.sync, ldmatrix,
  * cp.async double buffering; kernels/flash_attention.cu, compiled but not yet verified on a GPU):
  * forward_launch / backward_launch (the one dispatch point per direction) pick it for BF16 with
- * head_dim 64 or 128 and 16-byte aligned buffers unless moe4j_cuda_use_reference_kernels(1) is
+ * head_dim 32, 64 or 128 and 16-byte aligned buffers unless moe4j_cuda_use_reference_kernels(1) is
  * set. Everything else (F32, other head_dim, the reference switch) runs THE SIMPLE REFERENCE
  * KERNELS of this file (one thread per output row, plain loops, f32 accumulation, obviously
  * correct, slow), which stay to check the fast ones.
@@ -113,7 +113,7 @@ int32_t backward_ref(const char *fn, const T *q, const T *k, const T *v, const T
 
 /* The dispatch point of each direction: the FlashAttention-2 kernels (kernels/flash_attention.cu)
  * go first here, when reference_kernels_enabled() is off and they support the call
- * (flash_attention_fast_path: BF16, head_dim 64 / 128, 16-byte aligned buffers); everything else
+ * (flash_attention_fast_path: BF16, head_dim 32 / 64 / 128, 16-byte aligned buffers); everything else
  * runs the *_ref kernels above. */
 template <typename T>
 constexpr int32_t dtype_of() {

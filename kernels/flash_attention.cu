@@ -1,6 +1,6 @@
 /*
  * FlashAttention-2 on bf16 tensor cores (sm_80+): the fast path of moe4j_cuda_attention_forward /
- * _backward (kernels/attention.cu picks it for BF16 with head_dim 64 or 128; everything else, and
+ * _backward (kernels/attention.cu picks it for BF16 with head_dim 32, 64 or 128; everything else, and
  * moe4j_cuda_use_reference_kernels(1), runs the *_ref kernels there). Same semantics as the CPU
  * twin native/src/cpu_attention.cpp; masks, windows, tile ranges and sequence spans come from
  * common/attention_tiles.h, the same MOE4J_HD helpers the twin uses. The kernels themselves live in
@@ -68,14 +68,15 @@
  * exponentials use ex2.approx (~2 ulp), and sums run in tensor-core order: outputs agree with the
  * f32 references to about bf16 resolution of the largest terms, not to f32 rounding.
  *
- * Shared memory (dynamic): forward Q + 2 x (K, V) = 5 tiles (40 KB at D = 64, 80 KB at D = 128);
+ * Shared memory (dynamic): forward Q + 2 x (K, V) = 5 tiles (20 / 40 / 80 KB at D = 32 / 64 / 128);
  * dQ pass Q, dO + 2 x (K, V) = 6 tiles; dK/dV pass K, V + 2 x (Q, dO) + 2 x 2 x 64 floats. Every
  * kernel is compiled with -Xptxas -v; the build log must show 0 bytes spill for all of them.
  * Registers per thread (ptxas, sm_80, CUDA 13.0; D = 64 / 128): forward 133-165 / 243, dQ 168 /
  * 242, dK/dV 232 / 255 (the reason for the 32-column slices), D_i 32; so 2-3 blocks of 4 warps per
- * SM (registers and shared memory both allow 2 at D = 128). All ldmatrix addresses come from 4
- * per-lane offsets (LaneOffsets): computing the swizzle per call made ptxas hoist one address
- * register per fragment and spill.
+ * SM (registers and shared memory both allow 2 at D = 128); D = 32: forward 101, dQ 128, dK/dV
+ * 168 (its 64-byte tile rows have their own swizzle, attn_smem_swizzle). All ldmatrix addresses
+ * come from 4 per-lane offsets (LaneOffsets): computing the swizzle per call made ptxas hoist one
+ * address register per fragment and spill.
  *
  * Not done (next steps): a Hopper wgmma/TMA variant (this is the sm_80 instruction set, which runs
  * on H100 below its peak), 128-row Q tiles, a split-KV forward for short-query decode-like shapes,
@@ -157,10 +158,31 @@ dim3 tile_grid(bool varlen, int64_t batch, int64_t seq, int64_t heads) {
               (unsigned int)batch);
 }
 
+/* The forward and the three backward kernels of one head_dim D. */
+template <int D>
+int32_t forward_kernels(const char *fn, dim3 grid, cudaStream_t stream, FaParams &p) {
+  return launch(fn, "flash_fwd_kernel", (const void *)flash_fwd_kernel<D>, grid, fwd_smem<D>(),
+                stream, p);
+}
+
+template <int D>
+int32_t backward_kernels(const char *fn, dim3 qgrid, dim3 kgrid, cudaStream_t stream,
+                         FaParams &p) {
+  int32_t s = launch(fn, "flash_bwd_dot_kernel", (const void *)flash_bwd_dot_kernel<D>, qgrid, 0,
+                     stream, p);
+  if (s == MOE4J_OK)
+    s = launch(fn, "flash_bwd_dkv_kernel", (const void *)flash_bwd_dkv_kernel<D>, kgrid,
+               dkv_smem<D>(), stream, p);
+  if (s == MOE4J_OK)
+    s = launch(fn, "flash_bwd_dq_kernel", (const void *)flash_bwd_dq_kernel<D>, qgrid,
+               dq_smem<D>(), stream, p);
+  return s;
+}
+
 }  // namespace
 
 bool flash_attention_fast_supported(int32_t dtype, int64_t head_dim) {
-  return dtype == MOE4J_DTYPE_BF16 && (head_dim == 64 || head_dim == 128);
+  return dtype == MOE4J_DTYPE_BF16 && (head_dim == 32 || head_dim == 64 || head_dim == 128);
 }
 
 bool flash_attention_fast_path(int32_t dtype, int64_t head_dim, bool varlen, int64_t batch,
@@ -185,12 +207,9 @@ int32_t flash_attention_forward(const char *fn, const void *q, const void *k, co
   p.o_or_dq = (bf16_t *)out;
   p.lse_out = lse;
   const dim3 grid = tile_grid(cu_seqlens != nullptr, batch, seq, q_heads);
-  const int32_t s =
-      head_dim == 64
-          ? launch(fn, "flash_fwd_kernel<64>", (const void *)flash_fwd_kernel<64>, grid,
-                   fwd_smem<64>(), stream, p)
-          : launch(fn, "flash_fwd_kernel<128>", (const void *)flash_fwd_kernel<128>, grid,
-                   fwd_smem<128>(), stream, p);
+  const int32_t s = head_dim == 32   ? forward_kernels<32>(fn, grid, stream, p)
+                    : head_dim == 64 ? forward_kernels<64>(fn, grid, stream, p)
+                                     : forward_kernels<128>(fn, grid, stream, p);
   if (s != MOE4J_OK) return s;
   return launch_orphans(fn, cu_seqlens, batch, seq, (int)head_dim, (bf16_t *)out, (int)q_heads,
                         lse, nullptr, nullptr, 0, stream);
@@ -212,26 +231,9 @@ int32_t flash_attention_backward(const char *fn, const void *q, const void *k, c
   p.dv = (bf16_t *)dv;
   const dim3 qgrid = tile_grid(cu_seqlens != nullptr, batch, seq, q_heads),
              kgrid = tile_grid(cu_seqlens != nullptr, batch, seq, kv_heads);
-  int32_t s;
-  if (head_dim == 64) {
-    s = launch(fn, "flash_bwd_dot_kernel<64>", (const void *)flash_bwd_dot_kernel<64>, qgrid, 0,
-               stream, p);
-    if (s == MOE4J_OK)
-      s = launch(fn, "flash_bwd_dkv_kernel<64>", (const void *)flash_bwd_dkv_kernel<64>, kgrid,
-                 dkv_smem<64>(), stream, p);
-    if (s == MOE4J_OK)
-      s = launch(fn, "flash_bwd_dq_kernel<64>", (const void *)flash_bwd_dq_kernel<64>, qgrid,
-                 dq_smem<64>(), stream, p);
-  } else {
-    s = launch(fn, "flash_bwd_dot_kernel<128>", (const void *)flash_bwd_dot_kernel<128>, qgrid, 0,
-               stream, p);
-    if (s == MOE4J_OK)
-      s = launch(fn, "flash_bwd_dkv_kernel<128>", (const void *)flash_bwd_dkv_kernel<128>, kgrid,
-                 dkv_smem<128>(), stream, p);
-    if (s == MOE4J_OK)
-      s = launch(fn, "flash_bwd_dq_kernel<128>", (const void *)flash_bwd_dq_kernel<128>, qgrid,
-                 dq_smem<128>(), stream, p);
-  }
+  const int32_t s = head_dim == 32   ? backward_kernels<32>(fn, qgrid, kgrid, stream, p)
+                    : head_dim == 64 ? backward_kernels<64>(fn, qgrid, kgrid, stream, p)
+                                     : backward_kernels<128>(fn, qgrid, kgrid, stream, p);
   if (s != MOE4J_OK) return s;
   return launch_orphans(fn, cu_seqlens, batch, seq, (int)head_dim, (bf16_t *)dq, (int)q_heads,
                         nullptr, (bf16_t *)dk, (bf16_t *)dv, (int)kv_heads, stream);

@@ -1,6 +1,6 @@
 /*
  * The fast flash-attention path (kernels/flash_attention.cu): FlashAttention-2 forward and
- * backward on bf16 tensor cores for head_dim 64 and 128. Internal to libmoe4j_cuda; the
+ * backward on bf16 tensor cores for head_dim 32, 64 and 128. Internal to libmoe4j_cuda; the
  * moe4j_cuda_attention_* launchers (kernels/attention.cu) pick it over the *_ref kernels.
  *
  * Arguments are those of moe4j_cuda_attention_forward / _backward (moe4j.h), already checked by
@@ -16,7 +16,7 @@
 
 namespace moe4j {
 
-/* dtype and head_dim the fast kernels implement: BF16 with head_dim 64 or 128. */
+/* dtype and head_dim the fast kernels implement: BF16 with head_dim 32, 64 or 128. */
 bool flash_attention_fast_supported(int32_t dtype, int64_t head_dim);
 
 /* Everything the fast path needs beyond dtype / head_dim: every buffer 16-byte aligned (rows go

@@ -170,18 +170,22 @@ MOE4J_HD AttnSlot attn_varlen_slot(const int32_t *cu, int64_t batch, int64_t seq
 
 /* Shared-memory layout of the CUDA kernels' [64 rows][d] bf16 tiles (kernels/flash_attention.cu),
  * kept here so the CPU tests can check it: 16-byte chunk c (8 elements) of row r is stored at chunk
- * c ^ (r & 7), so 8 consecutive rows at the same chunk (one ldmatrix phase) land in 8 different
- * 16-byte bank groups. Element offset of (row, chunk): */
+ * c ^ s(r), s(r) = r & 7 for d >= 64 (8 or more chunks a row) and (r / 2) & 3 for d = 32 (4 chunks,
+ * 64-byte rows: two rows share a 128-byte line), so 8 consecutive rows at the same chunk (one
+ * ldmatrix phase) land in 8 different 16-byte bank groups. Element offset of (row, chunk): */
+MOE4J_HD int attn_smem_row_xor(int row, int d) { return d >= 64 ? (row & 7) : ((row >> 1) & 3); }
+
 MOE4J_HD int attn_smem_swizzle(int row, int chunk, int d) {
-  return row * d + ((chunk ^ (row & 7)) << 3);
+  return row * d + ((chunk ^ attn_smem_row_xor(row, d)) << 3);
 }
 
 /* The lane-dependent part of attn_smem_swizzle(R + lr, C + lc, d) for R % 8 == 0, C even and lc
- * in {0, 1} (every ldmatrix address of the kernels): since (C + lc) ^ (lr & 7) == (C & ~7) +
- * ((C & 7) ^ lc ^ (lr & 7)), it equals R * d + (C & ~7) * 8 + attn_smem_lane_part(lr, lc,
- * (C & 7) / 2, d), and a lane needs only 4 such parts (c4 = 0..3) for all (R, C). */
+ * in {0, 1} (every ldmatrix address of the kernels): s(R + lr) == s(lr) and s < 8, so
+ * (C + lc) ^ s == (C & ~7) + ((C & 7) ^ lc ^ s), and the offset equals
+ * R * d + (C & ~7) * 8 + attn_smem_lane_part(lr, lc, (C & 7) / 2, d): a lane needs only 4 such
+ * parts (c4 = 0..3) for all (R, C). */
 MOE4J_HD int attn_smem_lane_part(int lr, int lc, int c4, int d) {
-  return lr * d + (((2 * c4) ^ lc ^ (lr & 7)) << 3);
+  return lr * d + (((2 * c4) ^ lc ^ attn_smem_row_xor(lr, d)) << 3);
 }
 
 }  // namespace moe4j

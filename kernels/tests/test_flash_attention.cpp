@@ -1,8 +1,8 @@
 /* The FlashAttention-2 tensor-core kernels (kernels/flash_attention.cu: the fast path of
- * moe4j_cuda_attention_forward / _backward for BF16 with head_dim 64 / 128) against
+ * moe4j_cuda_attention_forward / _backward for BF16 with head_dim 32 / 64 / 128) against
  *   - the CPU twin (moe4j_cpu_attention_*, f32 math on the same bf16 inputs), and
  *   - the *_ref CUDA kernels (moe4j_cuda_use_reference_kernels(1)),
- * forward and backward, for D 64 / 128, causal and not, window 0 / 37 / 100, MHA and GQA (Hq 4,
+ * forward and backward, for D 32 / 64 / 128, causal and not, window 0 / 37 / 100, MHA and GQA (Hq 4,
  * Hkv 2 and 1), S = 1, 63, 64 (one exact tile), 130 and 200 (not tile multiples), and packed
  * varlen batches (an empty sequence, a 1-token one, lengths crossing tiles), and S = 1000 (16 key
  * tiles per row). The backward of all
@@ -194,7 +194,7 @@ TEST_CASE(uniform_batches_match_cpu_twin_and_reference) {
   const int64_t seqs[] = {1, 63, 64, 130, 200}, windows[] = {0, 37, 100};
   const int64_t heads[][2] = {{2, 2}, {4, 2}, {4, 1}};
   uint64_t seed = 7000;
-  for (int64_t d : {64, 128})
+  for (int64_t d : {32, 64, 128})
     for (int64_t s : seqs)
       for (int32_t causal = 0; causal < 2; causal++)
         for (int64_t w : windows) {
@@ -210,7 +210,7 @@ TEST_CASE(long_sequences_match_cpu_twin_and_reference) {
   /* 16 key tiles per row: many trips around the cp.async double buffer (real asynchrony, which
    * the CPU emulation test cannot show), causal tile skipping at scale, a window of 300 */
   uint64_t seed = 8000;
-  for (int64_t d : {64, 128})
+  for (int64_t d : {32, 64, 128})
     for (int64_t w : {0, 300}) {
       check_case(Case{1, 1000, {}, 4, 2, d, 1, w}, seed);
       seed += 10;
@@ -222,7 +222,7 @@ TEST_CASE(varlen_batches_match_cpu_twin_and_reference) {
   /* sequences of 70, 0, 1, 129 and 64 tokens: empty, single-token, tile-crossing, exact tile */
   const std::vector<int32_t> cu = {0, 70, 70, 71, 200, 264};
   uint64_t seed = 9000;
-  for (int64_t d : {64, 128})
+  for (int64_t d : {32, 64, 128})
     for (int32_t causal = 0; causal < 2; causal++)
       for (int64_t w : {0, 37}) {
         check_case(Case{(int64_t)cu.size() - 1, 264, cu, 4, 2, d, causal, w}, seed);

@@ -185,7 +185,7 @@ const LanePattern kPatterns[] = {
 };
 
 TEST_CASE(smem_swizzle_is_a_bijection_and_lane_parts_reproduce_it) {
-  for (int d : {64, 128}) {
+  for (int d : {32, 64, 128}) {
     const int chunks = d / 8;
     std::vector<int> seen(64 * d, 0);
     for (int r = 0; r < 64; r++)
@@ -210,7 +210,7 @@ TEST_CASE(smem_swizzle_is_a_bijection_and_lane_parts_reproduce_it) {
 TEST_CASE(smem_accesses_are_free_of_bank_conflicts) {
   /* 16-byte accesses are served 8 lanes per phase; 8 lanes hitting 8 different 16-byte bank groups
    * ((byte offset / 16) % 8, the tile base is 128-byte aligned) is conflict free */
-  for (int d : {64, 128}) {
+  for (int d : {32, 64, 128}) {
     for (const LanePattern &p : kPatterns)
       for (int R = 0; R + 16 <= 64; R += 16)
         for (int C = 0; C + 2 <= d / 8; C += 2)

@@ -6,7 +6,7 @@
  *
  * Emulator: native/tests/warp_emulator.h. Exponentials use exp2f where the GPU uses ex2.approx
  * (the kernels' host fallback), so the tolerances are those of kernels/tests/test_flash_attention.cpp.
- * Cases: D 64 and 128, causal / not, windows (one spanning tile edges, so whole tiles are skipped),
+ * Cases: D 32, 64 and 128, causal / not, windows (one spanning tile edges, so whole tiles are skipped),
  * GQA 2:1 and 4:1, S = 1, 64 (one exact tile), 70..200 (partial last tiles), a varlen batch with an
  * empty and a 1-token sequence, and an invalid cu_seqlens whose uncovered tokens must come out
  * zero (orphan kernel).
@@ -160,6 +160,12 @@ TEST_CASE(forward_and_backward_match_cpu_twin_d64) {
   run_case<64>(Case{1, 200, {}, 1, 1, 64, 1, 70}, 140); /* window over tile edges: tiles skipped */
 }
 
+TEST_CASE(forward_and_backward_match_cpu_twin_d32) {
+  run_case<32>(Case{1, 130, {}, 2, 1, 32, 1, 0}, 300); /* GQA, causal, partial last tile */
+  run_case<32>(Case{1, 70, {}, 2, 2, 32, 0, 37}, 310); /* window, not causal */
+  run_case<32>(Case{4, 150, {0, 70, 70, 71, 150}, 2, 1, 32, 1, 0}, 320); /* varlen, empty seq */
+}
+
 TEST_CASE(forward_and_backward_match_cpu_twin_d128) {
   run_case<128>(Case{1, 100, {}, 4, 1, 128, 1, 20}, 200); /* GQA 4:1, causal + window */
   run_case<128>(Case{1, 64, {}, 1, 1, 128, 0, 0}, 210);   /* one exact tile */
@@ -169,6 +175,7 @@ TEST_CASE(pipeline_holds_when_cp_async_lands_late) {
   emu::g_late_cp_async = true;
   run_case<64>(Case{1, 200, {}, 2, 1, 64, 1, 0}, 400);
   run_case<128>(Case{3, 150, {0, 70, 71, 150}, 2, 2, 128, 0, 40}, 410);
+  run_case<32>(Case{1, 200, {}, 4, 2, 32, 1, 0}, 420);
   emu::g_late_cp_async = false;
 }
 
