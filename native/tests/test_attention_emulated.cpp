@@ -44,9 +44,9 @@ bool near(const std::vector<S> &got, const std::vector<S> &cpu) {
 /* attention.cu's forward_ref / backward_ref: a thread per (token, head) row. */
 template <typename S>
 void attention_case(const Case &c) {
-  using T = std::conditional_t<sizeof(S) == 2, bf16_t, float>;
+  using Elem = std::conditional_t<sizeof(S) == 2, bf16_t, float>;
   const int32_t dt = sizeof(S) == 2 ? BF16 : F32;
-  const int64_t T_ = c.tokens(), nq = T_ * c.hq * c.d, nkv = T_ * c.hkv * c.d, nl = T_ * c.hq;
+  const int64_t T = c.tokens(), nq = T * c.hq * c.d, nkv = T * c.hkv * c.d, nl = T * c.hq;
   const float scale = 1.0f / sqrtf((float)c.d);
   const auto q = encode<S>(check::randn(nq, 101 + c.d)), k = encode<S>(check::randn(nkv, 102)),
              v = encode<S>(check::randn(nkv, 103)), dout = encode<S>(check::randn(nq, 104));
@@ -61,19 +61,19 @@ void attention_case(const Case &c) {
 
   std::vector<S> gout(nq), gdq(nq), gdk(nkv), gdv(nkv);
   std::vector<float> glse(nl, NAN);
-  const T *qp = (const T *)q.data(), *kp = (const T *)k.data(), *vp = (const T *)v.data();
-  const int64_t q_rows = T_ * c.hq, kv_rows = T_ * c.hkv;
+  const Elem *qp = (const Elem *)q.data(), *kp = (const Elem *)k.data(), *vp = (const Elem *)v.data();
+  const int64_t q_rows = T * c.hq, kv_rows = T * c.hkv;
   const int qh = (int)c.hq, kh = (int)c.hkv, D = (int)c.d;
   auto grid = [](int64_t rows) { return dim3{(unsigned)((rows + kAttnRefThreads - 1) / kAttnRefThreads), 1, 1}; };
   emu::run_grid(grid(q_rows), kAttnRefThreads, [&] {
-    attention_forward_ref<T>(qp, kp, vp, (T *)gout.data(), glse.data(), cu, c.batch, c.seq, q_rows, qh, kh, D, c.causal != 0, c.window, scale);
+    attention_forward_ref<Elem>(qp, kp, vp, (Elem *)gout.data(), glse.data(), cu, c.batch, c.seq, q_rows, qh, kh, D, c.causal != 0, c.window, scale);
   });
   /* the backward reads the CPU forward's out / lse, as in the GPU test */
   emu::run_grid(grid(q_rows), kAttnRefThreads, [&] {
-    attention_backward_dq_ref<T>(qp, kp, vp, (const T *)out.data(), (const T *)dout.data(), lse.data(), (T *)gdq.data(), cu, c.batch, c.seq, q_rows, qh, kh, D, c.causal != 0, c.window, scale);
+    attention_backward_dq_ref<Elem>(qp, kp, vp, (const Elem *)out.data(), (const Elem *)dout.data(), lse.data(), (Elem *)gdq.data(), cu, c.batch, c.seq, q_rows, qh, kh, D, c.causal != 0, c.window, scale);
   });
   emu::run_grid(grid(kv_rows), kAttnRefThreads, [&] {
-    attention_backward_dkv_ref<T>(qp, kp, vp, (const T *)out.data(), (const T *)dout.data(), lse.data(), (T *)gdk.data(), (T *)gdv.data(), cu, c.batch, c.seq, kv_rows, qh, kh, D, c.causal != 0, c.window, scale);
+    attention_backward_dkv_ref<Elem>(qp, kp, vp, (const Elem *)out.data(), (const Elem *)dout.data(), lse.data(), (Elem *)gdk.data(), (Elem *)gdv.data(), cu, c.batch, c.seq, kv_rows, qh, kh, D, c.causal != 0, c.window, scale);
   });
   EXPECT(near(gout, out) && close(glse, lse, 1e-5, 1e-5), "attention forward (reference kernel)", c.seq, c.d);
   EXPECT(near(gdq, dq) && near(gdk, dk) && near(gdv, dv), "attention backward (reference kernels)", c.seq, c.d);

@@ -59,39 +59,39 @@ void emulate(Path path, const GemmArgs &a, unsigned grid) {
 /* All four ops of one problem through `path`, against the fp64 references and the CPU twin. */
 template <typename S, typename O>
 void run_problem(const Problem &p, Path path, int32_t accumulate, unsigned grid) {
-  using T = std::conditional_t<sizeof(S) == 2, bf16_t, float>;
-  using TO = std::conditional_t<sizeof(O) == 2, bf16_t, float>;
-  const int64_t E = p.groups(), T_ = p.rows(), n = p.n, k = p.k;
+  using Tin = std::conditional_t<sizeof(S) == 2, bf16_t, float>;
+  using Tout = std::conditional_t<sizeof(O) == 2, bf16_t, float>;
+  const int64_t E = p.groups(), T = p.rows(), n = p.n, k = p.k;
   const bool acc = accumulate != 0;
   const Inputs<S, O> in(p);
   const Outputs<O> cpu = cpu_twin(p, in, accumulate);
   const auto off = p.offsets();
   const int64_t *o = p.dense ? nullptr : off.data();
 
-  Outputs<O> got{guarded(acc ? in.y_prior : std::vector<O>(T_ * n, sentinel<O>())),
-                 guarded(acc ? in.dx_prior : std::vector<O>(T_ * k, sentinel<O>())),
+  Outputs<O> got{guarded(acc ? in.y_prior : std::vector<O>(T * n, sentinel<O>())),
+                 guarded(acc ? in.dx_prior : std::vector<O>(T * k, sentinel<O>())),
                  guarded(acc ? in.dw_prior : std::vector<O>(E * n * k, sentinel<O>())),
-                 guarded(std::vector<O>(T_ * n, sentinel<O>())),
-                 guarded(std::vector<O>(T_ * 2 * n, sentinel<O>()))};
-  emulate<GemmKind::Forward, T, TO>(path, GemmArgs{in.x.data(), in.w.data(), got.y.data(), nullptr, o, in.scale.data(), E, T_, n, k, accumulate}, grid);
-  emulate<GemmKind::Dgrad, T, TO>(path, GemmArgs{in.dy.data(), in.w.data(), got.dx.data(), nullptr, o, nullptr, E, T_, n, k, accumulate}, grid);
-  emulate<GemmKind::Wgrad, T, TO>(path, GemmArgs{in.dy.data(), in.x.data(), got.dw.data(), nullptr, o, nullptr, E, T_, n, k, accumulate}, grid);
-  emulate<GemmKind::Swiglu, T, TO>(path, GemmArgs{in.x.data(), in.w13.data(), got.h.data(), got.gu.data(), o, nullptr, E, T_, n, k, 0}, grid);
-  CHECK(guard_intact(got.y, T_ * n) && guard_intact(got.dx, T_ * k) && guard_intact(got.dw, E * n * k) &&
-        guard_intact(got.h, T_ * n) && guard_intact(got.gu, T_ * 2 * n));
+                 guarded(std::vector<O>(T * n, sentinel<O>())),
+                 guarded(std::vector<O>(T * 2 * n, sentinel<O>()))};
+  emulate<GemmKind::Forward, Tin, Tout>(path, GemmArgs{in.x.data(), in.w.data(), got.y.data(), nullptr, o, in.scale.data(), E, T, n, k, accumulate}, grid);
+  emulate<GemmKind::Dgrad, Tin, Tout>(path, GemmArgs{in.dy.data(), in.w.data(), got.dx.data(), nullptr, o, nullptr, E, T, n, k, accumulate}, grid);
+  emulate<GemmKind::Wgrad, Tin, Tout>(path, GemmArgs{in.dy.data(), in.x.data(), got.dw.data(), nullptr, o, nullptr, E, T, n, k, accumulate}, grid);
+  emulate<GemmKind::Swiglu, Tin, Tout>(path, GemmArgs{in.x.data(), in.w13.data(), got.h.data(), got.gu.data(), o, nullptr, E, T, n, k, 0}, grid);
+  CHECK(guard_intact(got.y, T * n) && guard_intact(got.dx, T * k) && guard_intact(got.dw, E * n * k) &&
+        guard_intact(got.h, T * n) && guard_intact(got.gu, T * 2 * n));
   for (auto *v : {&got.y, &got.dx, &got.dw, &got.h, &got.gu}) v->resize(v->size() - kGuard);
 
   const int bad = count_all_bad(p, in, got, cpu, acc);
   if (bad) {
     fprintf(stderr, "    %s in %s out %s E %lld T %lld n %lld k %lld %s acc %d grid %u late cp.async %d: %d bad\n",
             p.name, sizeof(S) == 4 ? "F32" : "BF16", sizeof(O) == 4 ? "F32" : "BF16", (long long)E,
-            (long long)T_, (long long)n, (long long)k, path_name(path), accumulate, grid,
+            (long long)T, (long long)n, (long long)k, path_name(path), accumulate, grid,
             (int)emu::g_late_cp_async, bad);
     CHECK(bad == 0);
   }
   /* swiglu without gate_up writes the same h */
-  std::vector<O> h2(T_ * n, sentinel<O>());
-  emulate<GemmKind::Swiglu, T, TO>(path, GemmArgs{in.x.data(), in.w13.data(), h2.data(), nullptr, o, nullptr, E, T_, n, k, 0}, grid);
+  std::vector<O> h2(T * n, sentinel<O>());
+  emulate<GemmKind::Swiglu, Tin, Tout>(path, GemmArgs{in.x.data(), in.w13.data(), h2.data(), nullptr, o, nullptr, E, T, n, k, 0}, grid);
   CHECK(h2 == got.h);
 }
 
