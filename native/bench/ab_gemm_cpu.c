@@ -17,35 +17,13 @@
 #include <string.h>
 #include <time.h>
 
+#include "bench_util.h"
 #include "moe4j.h"
 
 typedef int32_t (*forward_fn)(int32_t, const void *, const void *, int32_t, void *, const int64_t *,
                               int64_t, int64_t, int64_t, int64_t, const float *, int32_t);
 typedef int32_t (*grad_fn)(int32_t, const void *, const void *, int32_t, void *, const int64_t *,
                            int64_t, int64_t, int64_t, int64_t, int32_t);
-
-static double now(void) {
-  struct timespec t;
-  clock_gettime(CLOCK_MONOTONIC, &t);
-  return t.tv_sec + t.tv_nsec * 1e-9;
-}
-
-static int cmp(const void *a, const void *b) {
-  double x = *(const double *)a, y = *(const double *)b;
-  return x < y ? -1 : x > y;
-}
-
-static float *randv(long n, unsigned seed) {
-  float *v = malloc(sizeof(float) * (size_t)(n > 0 ? n : 1));
-  srand(seed);
-  for (long i = 0; i < n; i++) v[i] = (float)rand() / RAND_MAX - 0.5f;
-  return v;
-}
-
-static double median(double *t, int n) {
-  qsort(t, n, sizeof(double), cmp);
-  return t[n / 2];
-}
 
 int main(int argc, char **argv) {
   if (argc < 7) {
@@ -85,13 +63,13 @@ int main(int argc, char **argv) {
   off[0] = 0;
   for (long e = 0; e < E; e++)
     off[e + 1] = e == E - 1 ? rows : off[e] + (int64_t)(rows * (zipf > 0 ? pow(e + 1.0, -zipf) / z : 1.0 / E));
-  float *x = randv(rows * k, 1), *w = randv(E * n * k, 2), *dy = randv(rows * n, 3);
-  float *out = randv(rows * n > E * n * k ? rows * n : (rows * k > E * n * k ? rows * k : E * n * k), 4);
+  float *x = bench_randv(rows * k, 1), *w = bench_randv(E * n * k, 2), *dy = bench_randv(rows * n, 3);
+  float *out = bench_randv(rows * n > E * n * k ? rows * n : (rows * k > E * n * k ? rows * k : E * n * k), 4);
   const int64_t *offsets = E > 1 ? off : NULL;
   double *t[2] = {malloc(sizeof(double) * reps), malloc(sizeof(double) * reps)};
   for (int r = -1; r < reps; r++)
     for (int c = 0; c < 2; c++) {
-      const double t0 = now();
+      const double t0 = bench_now();
       int32_t rc;
       if (strcmp(op, "fwd") == 0)
         rc = ((forward_fn)fn[c])(MOE4J_DTYPE_F32, x, w, MOE4J_DTYPE_F32, out, offsets, E, rows, n, k, NULL, 0);
@@ -103,12 +81,12 @@ int main(int argc, char **argv) {
         fprintf(stderr, "%s returned %d\n", argv[1 + c], rc);
         return 1;
       }
-      if (r >= 0) t[c][r] = now() - t0;
+      if (r >= 0) t[c][r] = bench_now() - t0;
     }
   const double flops = 2.0 * rows * n * k;
   double med[2];
   for (int c = 0; c < 2; c++) {
-    med[c] = median(t[c], reps);
+    med[c] = bench_median(t[c], reps);
     printf("%s %s rows=%ld n=%ld k=%ld E=%ld zipf=%.2f: median %.3f ms, %.1f GFLOP/s\n", c ? "B" : "A",
            op, rows, n, k, E, zipf, 1e3 * med[c], flops / med[c] / 1e9);
   }

@@ -12,48 +12,31 @@
 #include <stdlib.h>
 #include <time.h>
 
+#include "bench_util.h"
 #include "moe4j.h"
 
 enum { REPS = 9 };
 
-static double now(void) {
-  struct timespec t;
-  clock_gettime(CLOCK_MONOTONIC, &t);
-  return t.tv_sec + t.tv_nsec * 1e-9;
-}
-
-static int cmp(const void *a, const void *b) {
-  double x = *(const double *)a, y = *(const double *)b;
-  return x < y ? -1 : x > y;
-}
-
-static float *randv(long n, unsigned seed) {
-  float *v = malloc(sizeof(float) * n);
-  srand(seed);
-  for (long i = 0; i < n; i++) v[i] = (float)rand() / RAND_MAX - 0.5f;
-  return v;
-}
-
 int main(void) {
   const long M = 2048, N = 2048, K = 2048, E = 8;
-  float *x = randv(M * K, 1), *w = randv(E * N * K, 2), *y = malloc(sizeof(float) * M * N);
+  float *x = bench_randv(M * K, 1), *w = bench_randv(E * N * K, 2), *y = malloc(sizeof(float) * M * N);
   const long M2 = 8192;
-  float *x2 = randv(M2 * K, 3), *y2 = malloc(sizeof(float) * M2 * N);
+  float *x2 = bench_randv(M2 * K, 3), *y2 = malloc(sizeof(float) * M2 * N);
   int64_t off[9], off2[9];
   for (int e = 0; e <= E; e++) off[e] = e * M / E, off2[e] = e * M2 / E;
   double t[5][REPS];
   for (int r = -2; r < REPS; r++) { /* two warm-up rounds */
-    double t0 = now();
+    double t0 = bench_now();
     cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, M, N, K, 1, x, K, w, K, 0, y, N);
-    double t1 = now();
+    double t1 = bench_now();
     moe4j_cpu_grouped_gemm_forward(MOE4J_DTYPE_F32, x, w, MOE4J_DTYPE_F32, y, NULL, 1, M, N, K, NULL, 0);
-    double t2 = now();
+    double t2 = bench_now();
     moe4j_cpu_grouped_gemm_forward(MOE4J_DTYPE_F32, x, w, MOE4J_DTYPE_F32, y, off, E, M, N, K, NULL, 0);
-    double t3 = now();
+    double t3 = bench_now();
     cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, M2, N, K, 1, x2, K, w, K, 0, y2, N);
-    double t4 = now();
+    double t4 = bench_now();
     moe4j_cpu_grouped_gemm_forward(MOE4J_DTYPE_F32, x2, w, MOE4J_DTYPE_F32, y2, off2, E, M2, N, K, NULL, 0);
-    double t5 = now();
+    double t5 = bench_now();
     if (r < 0) continue;
     t[0][r] = t1 - t0, t[1][r] = t2 - t1, t[2][r] = t3 - t2, t[3][r] = t4 - t3, t[4][r] = t5 - t4;
   }
@@ -62,7 +45,7 @@ int main(void) {
   const double flops[5] = {2.0 * M * N * K, 2.0 * M * N * K, 2.0 * M * N * K, 2.0 * M2 * N * K, 2.0 * M2 * N * K};
   double med[5];
   for (int i = 0; i < 5; i++) {
-    qsort(t[i], REPS, sizeof(double), cmp);
+    qsort(t[i], REPS, sizeof(double), bench_cmp_double);
     med[i] = t[i][REPS / 2];
     printf("%-32s %9.3f ms [%.3f..%.3f]  %7.1f GFLOP/s\n", names[i], med[i] * 1e3, t[i][0] * 1e3,
            t[i][REPS - 1] * 1e3, flops[i] / med[i] * 1e-9);
